@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'PAPER_SCALE', 'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed', 'build_dataset',
-           'build_model', 'level_metrics', 'run_imp', 'Sweep']
+           'build_model', 'level_metrics', 'run_imp', 'Sweep', 'run_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -101,37 +102,42 @@ def _keep(keep_weights, total):
     if isinstance(keep_weights, bool): return keep_weights
     return total <= keep_weights
 
-def _predict_all(models, x):
-    "Logits `(n, classes)` per model, one bank per depth."
+def _predict_all(models, xs):
+    "Logits `(n, classes)` of model `i` on inputs `xs[i]`, one bank per input tensor and depth."
     out = [None] * len(models)
-    for depth in {len(m.sizes) for m in models}:
-        idx = [i for i, m in enumerate(models) if len(m.sizes) == depth]
-        for i, lg in zip(idx, predict([models[i] for i in idx], x)): out[i] = lg
+    groups = {}
+    for i, m in enumerate(models): groups.setdefault((id(xs[i]), len(m.sizes)), []).append(i)
+    for idx in groups.values():
+        for i, lg in zip(idx, predict([models[i] for i in idx], xs[idx[0]])): out[i] = lg
     return out
-
-def _prepare(store, runs, cfgs, ds, device, engine):
-    "Make the rewind point (`init.pt`) of runs that have none, pretraining together when `rewind_step > 0`."
-    new = [i for i in range(len(runs)) if store.load(runs[i], 'init.pt') is None]
-    models = {i: build_model(cfgs[i], ds, device) for i in new}
-    for key, idx in _group(new, cfgs, lambda c: (canonical(c['train']), c['rewind_step'])).items():
-        c = cfgs[idx[0]]
-        if c['rewind_step'] > 0:
-            train_models([models[i] for i in idx], [None] * len(idx), ds.x_train, ds.y_train, TrainConfig(**c['train']),
-                         [order_seed(cfgs[i]) for i in idx], 0, c['rewind_step'], engine)
-    for i in new: store.save(runs[i], 'init.pt', {k: v.cpu() for k, v in models[i].state_dict().items()})
 
 def _group(idx, cfgs, key):
     g = {}
     for i in idx: g.setdefault(key(cfgs[i]), []).append(i)
     return g
 
-def _round(store, runs, cfgs, todo, ds, device, engine, keep_weights, bar):
-    "Advance every run in `todo` by one level."
+def _data_key(c): return canonical([c['dataset'], c['data']])
+
+def _prepare(store, runs, cfgs, idx, datasets, device, engine):
+    "Make the rewind point (`init.pt`) of runs that have none, pretraining together when `rewind_step > 0`."
+    new = [i for i in idx if store.load(runs[i], 'init.pt') is None]
+    models = {i: build_model(cfgs[i], datasets[_data_key(cfgs[i])], device) for i in new}
+    for _, grp in _group(new, cfgs, lambda c: (canonical(c['train']), c['rewind_step'])).items():
+        c = cfgs[grp[0]]
+        if c['rewind_step'] > 0:
+            keys = list(dict.fromkeys(_data_key(cfgs[i]) for i in grp))
+            train_models([models[i] for i in grp], [None] * len(grp), [datasets[k].x_train for k in keys],
+                         [datasets[k].y_train for k in keys], TrainConfig(**c['train']), [order_seed(cfgs[i]) for i in grp],
+                         0, c['rewind_step'], engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in grp])
+    for i in new: store.save(runs[i], 'init.pt', {k: v.cpu() for k, v in models[i].state_dict().items()})
+
+def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, bar):
+    "Advance every run in `todo` (one schedule, any datasets) by one level, all in one call of the trainer."
     models, masks, levels, live = [], [], [], []
     for i in todo:
         run, c = runs[i], cfgs[i]
         level = max(store.levels(run), default=-1) + 1
-        m = build_model(c, ds, device)
+        m = build_model(c, datasets[_data_key(c)], device)
         m.load_state_dict(store.load(run, 'init.pt'))
         if level == 0: mk = ones_masks(prunable(m))
         else:
@@ -145,14 +151,16 @@ def _round(store, runs, cfgs, todo, ds, device, engine, keep_weights, bar):
         mk = {k: v.to(device) for k, v in mk.items()}
         models.append(m); masks.append(mk); levels.append(level); live.append(i)
     if not live: return
-    c0 = cfgs[live[0]]
+    c0, dss = cfgs[live[0]], [datasets[_data_key(cfgs[i])] for i in live]
+    keys = list(dict.fromkeys(_data_key(cfgs[i]) for i in live))
     t0 = time.perf_counter()
-    st = train_models(models, masks, ds.x_train, ds.y_train, TrainConfig(**c0['train']),
-                      [order_seed(cfgs[i]) for i in live], c0['rewind_step'], None, engine)
+    st = train_models(models, masks, [datasets[k].x_train for k in keys], [datasets[k].y_train for k in keys],
+                      TrainConfig(**c0['train']), [order_seed(cfgs[i]) for i in live], c0['rewind_step'], None, engine,
+                      data_ids=[keys.index(_data_key(cfgs[i])) for i in live])
     secs = time.perf_counter() - t0
-    tr, te = _predict_all(models, ds.x_train), _predict_all(models, ds.x_test)
+    tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
     for j, i in enumerate(live):
-        run, c, m, mk = runs[i], cfgs[i], models[j], masks[j]
+        run, c, m, mk, ds = runs[i], cfgs[i], models[j], masks[j], dss[j]
         met, pt = level_metrics(tr[j], te[j], ds)
         total = count_params(m)
         met = dict(level=levels[j], counted=count_remaining(mk), total=total, density=count_remaining(mk) / total,
@@ -182,15 +190,15 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
         if store.stopped(runs[i]) or (done and done[-1] >= targets[i]): return False
         return not (done and min_params is not None and store.metrics(runs[i])[-1]['counted'] <= min_params)
 
-    todo_total = sum(max(0, targets[i] - max(store.levels(runs[i]), default=-1)) for i in range(len(runs)) if pending(i))
-    bar = tqdm(total=todo_total, desc='IMP levels', unit='level', disable=not progress)
-    for _, idx in _group(range(len(configs)), configs, lambda c: canonical([c['dataset'], c['data']])).items():
-        if not any(pending(i) for i in idx): continue
-        ds = build_dataset(configs[idx[0]], data_root).to(device)
-        _prepare(store, [runs[i] for i in idx], [configs[i] for i in idx], ds, device, engine)
-        for _, sub in _group(idx, configs, lambda c: canonical([c['train'], c['rewind_step']])).items():
-            while todo := [i for i in sub if pending(i)]:
-                _round(store, runs, configs, todo, ds, device, engine, keep_weights, bar)
+    need = [i for i in range(len(runs)) if pending(i)]
+    datasets = {}
+    for i in need:
+        if _data_key(configs[i]) not in datasets: datasets[_data_key(configs[i])] = build_dataset(configs[i], data_root).to(device)
+    _prepare(store, runs, configs, need, datasets, device, engine)
+    bar = tqdm(total=sum(targets[i] - max(store.levels(runs[i]), default=-1) for i in need), desc='IMP levels', unit='level', disable=not progress)
+    for _, grp in _group(need, configs, lambda c: canonical([c['train'], c['rewind_step']])).items():
+        while todo := [i for i in grp if pending(i)]:
+            _round(store, runs, configs, todo, datasets, device, engine, keep_weights, bar)
     bar.close()
     return runs
 
@@ -236,3 +244,16 @@ class Sweep:
         c, ref = self.configs()[0], PAPER_SCALE[self.dataset]
         got = dict(replicates=self.replicates, n_train=c['data'].get('n_train'), n_test=c['data'].get('n_test'), epochs=c['train']['epochs'])
         return [f"{k} {got[k]} (paper {ref[k]})" for k in ref if got[k] != ref[k]]
+
+# %% ../nbs/07_imp.ipynb #66cb95e3
+def run_sweeps(sweeps, store=None, **kw):
+    "Run several sweeps together (one bank per round across all of them); returns the run folders per sweep."
+    sweeps = list(sweeps)
+    if len({s.min_params for s in sweeps}) > 1: raise ConfigError("sweeps run together need the same min_params")
+    target = {}
+    for s in sweeps:
+        for c, t in zip(s.configs(), s.targets()): target[canonical(c)] = max(t, target.get(canonical(c), 0))
+    cfgs = [json.loads(k) for k in target]
+    run_imp(cfgs, list(target.values()), store, min_params=sweeps[0].min_params if sweeps else None, **kw)
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    return [[store.open(c, config_label(c)) for c in s.configs()] for s in sweeps]

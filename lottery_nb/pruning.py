@@ -11,6 +11,7 @@ import math
 import torch
 
 from .core import ConfigError, check_choice, check_float
+from .models import prunable
 
 # %% ../nbs/03_pruning.ipynb #378f251d
 def ones_masks(weights):

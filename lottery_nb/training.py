@@ -88,58 +88,79 @@ def train_model(model, masks, x, y, cfg: TrainConfig, seed, start_step=0, stop_s
     return _sgd_loop(list(model.parameters()), gm, cfg, len(x), batches, loss)
 
 # %% ../nbs/04_training.ipynb #436caaa2
+def _alive_units(sizes, masks, compact):
+    "Indices of the hidden units of each layer that can reach the output (all units when not compacting)."
+    L = len(sizes) - 1
+    alive = [None] * L
+    alive[L - 1] = torch.arange(sizes[L])
+    for l in range(L - 2, -1, -1):
+        if not compact or masks is None: alive[l] = torch.arange(sizes[l + 1]); continue
+        nxt = masks[f'layers.{l + 1}.weight'].detach().cpu()[alive[l + 1]]
+        alive[l] = torch.nonzero(nxt.any(0)).flatten()
+    return alive
+
 class Bank:
-    "Models fed by the same minibatches concatenated per stream; streams stacked for batched matmuls."
-    def __init__(self, models, masks, streams, device=None):
+    "Models concatenated per stream (same minibatches), streams stacked for batched matmuls."
+    def __init__(self, models, masks, streams, device=None, compact=False):
         self.models, self.streams = list(models), list(streams)
-        if len(self.models) != len(self.streams): raise ConfigError("one stream index per model is required")
+        if len(self.models) != len(self.streams): raise ConfigError("one stream key per model is required")
         self.device = torch.device(device) if device else next(self.models[0].parameters()).device
-        self.stream_ids = sorted(set(self.streams))
-        self.members = [[i for i, s in enumerate(self.streams) if s == sid] for sid in self.stream_ids]
+        self.stream_keys = list(dict.fromkeys(self.streams))  # first-appearance order
+        self.members = [[i for i, s in enumerate(self.streams) if s == k] for k in self.stream_keys]
         layouts = {tuple(tuple(self.models[i].sizes) for i in mem) for mem in self.members}
         if len(layouts) != 1: raise ConfigError("every stream of a bank must hold models of the same sizes, in the same order")
         self.layout = layouts.pop()
-        depths = {len(s) for s in self.layout}; outs = {s[-1] for s in self.layout}; ins = {s[0] for s in self.layout}
-        if len(depths) != 1 or len(outs) != 1 or len(ins) != 1:
+        if len({len(s) for s in self.layout}) != 1 or len({s[-1] for s in self.layout}) != 1 or len({s[0] for s in self.layout}) != 1:
             raise ConfigError("models of a bank need the same depth, input and output sizes")
-        self.num_classes = outs.pop()
-        self.masks = [masks[i] if masks is not None and masks[i] is not None else None for i in range(len(self.models))]
+        self.num_classes, self.input_dim = self.layout[0][-1], self.layout[0][0]
+        self.masks = [masks[i] if masks is not None else None for i in range(len(self.models))]
+        self.alive = [_alive_units(self.models[i].sizes, self.masks[i], compact) for i in range(len(self.models))]
+        # width of each model slot j in layer l: the widest of its streams (at least 1)
+        L = len(self.layout[0]) - 1
+        self.slots = [[max(1, max(len(self.alive[mem[j]][l]) for mem in self.members)) for j in range(len(self.layout))] for l in range(L)]
         self._pack()
 
     def _offsets(self, l):
-        "Row offsets of each model of a stream in layer `l`'s output."
-        sizes = [s[l + 1] for s in self.layout]
-        return [sum(sizes[:j]) for j in range(len(sizes) + 1)]
+        "Offsets of each model slot in layer `l`'s outputs (`l = -1`: the shared input)."
+        if l < 0: return None
+        return [sum(self.slots[l][:j]) for j in range(len(self.slots[l]) + 1)]
+
+    def _blocks(self, l):
+        "Yield `(stream, model, rows into the bank, cols into the bank, rows of the model, cols of the model)` for layer `l`."
+        ro, co = self._offsets(l), self._offsets(l - 1)
+        for s, mem in enumerate(self.members):
+            for j, i in enumerate(mem):
+                r = self.alive[i][l]; c = self.alive[i][l - 1] if l > 0 else torch.arange(self.input_dim)
+                br = torch.arange(ro[j], ro[j] + len(r)); bc = torch.arange(co[j], co[j] + len(c)) if l > 0 else c
+                yield s, i, br, bc, r, c
 
     @torch.no_grad()
     def _pack(self):
-        S, L = len(self.members), len(self.layout[0]) - 1
+        S = len(self.members)
         self.W, self.b, self.M = [], [], []
-        for l in range(L):
-            ro = self._offsets(l); co = self._offsets(l - 1) if l > 0 else None
-            H, Hin = ro[-1], (co[-1] if l > 0 else self.layout[0][0])
-            W = torch.zeros(S, H, Hin, device=self.device); b = torch.zeros(S, H, device=self.device)
-            M = torch.zeros(S, H, Hin, device=self.device)
-            for s, mem in enumerate(self.members):
-                for j, i in enumerate(mem):
-                    lin = self.models[i].layers[l]
-                    cs = slice(co[j], co[j + 1]) if l > 0 else slice(None)
-                    mk = self.masks[i][f'layers.{l}.weight'] if self.masks[i] is not None else torch.ones_like(lin.weight)
-                    M[s, ro[j]:ro[j + 1], cs] = mk.to(self.device)
-                    W[s, ro[j]:ro[j + 1], cs] = lin.weight.to(self.device) * M[s, ro[j]:ro[j + 1], cs]
-                    b[s, ro[j]:ro[j + 1]] = lin.bias.to(self.device)
-            self.W.append(W.requires_grad_()); self.b.append(b.requires_grad_()); self.M.append(M)
+        for l in range(len(self.slots)):
+            H, Hin = sum(self.slots[l]), (sum(self.slots[l - 1]) if l > 0 else self.input_dim)
+            W = torch.zeros(S, H, Hin); b = torch.zeros(S, H); M = torch.zeros(S, H, Hin)
+            for s, i, br, bc, r, c in self._blocks(l):
+                lin = self.models[i].layers[l]
+                mk = self.masks[i][f'layers.{l}.weight'].detach().cpu() if self.masks[i] is not None else torch.ones_like(lin.weight, device='cpu')
+                blk = mk[r][:, c]
+                M[s, br[:, None], bc[None, :]] = blk
+                W[s, br[:, None], bc[None, :]] = lin.weight.detach().cpu()[r][:, c] * blk
+                b[s, br] = lin.bias.detach().cpu()[r]
+            self.W.append(W.to(self.device).requires_grad_()); self.b.append(b.to(self.device).requires_grad_())
+            self.M.append(M.to(self.device))
 
     @torch.no_grad()
     def unpack(self):
-        "Write the bank's weights back into its models."
+        "Write the bank's weights back into its models (dead units keep their values)."
         for l in range(len(self.W)):
-            ro = self._offsets(l); co = self._offsets(l - 1) if l > 0 else None
-            for s, mem in enumerate(self.members):
-                for j, i in enumerate(mem):
-                    lin = self.models[i].layers[l]
-                    cs = slice(co[j], co[j + 1]) if l > 0 else slice(None)
-                    lin.weight.copy_(self.W[l][s, ro[j]:ro[j + 1], cs]); lin.bias.copy_(self.b[l][s, ro[j]:ro[j + 1]])
+            W, b = self.W[l].detach().cpu(), self.b[l].detach().cpu()
+            for s, i, br, bc, r, c in self._blocks(l):
+                lin = self.models[i].layers[l]
+                w = lin.weight.detach().cpu().clone(); w[r[:, None], c[None, :]] = W[s, br[:, None], bc[None, :]]
+                bb = lin.bias.detach().cpu().clone(); bb[r] = b[s, br]
+                lin.weight.copy_(w); lin.bias.copy_(bb)
         return self.models
 
     def forward(self, x):
@@ -151,7 +172,7 @@ class Bank:
         return h.view(h.shape[0], h.shape[1], -1, self.num_classes)
 
     def flops(self, batch):
-        "Useful (the models' own dense layers) and executed multiply-add FLOPs of one forward pass on `batch` inputs."
+        "Useful (the models' own dense layers) and executed FLOPs of one forward pass on `batch` inputs per stream."
         useful = 2 * batch * sum(a * b for sizes in self.layout for a, b in zip(sizes[:-1], sizes[1:])) * len(self.members)
         done = 2 * batch * sum(W.numel() for W in self.W)
         return useful, done
@@ -163,40 +184,44 @@ def _stack_orders(n, bs, seeds, epochs, start_step, stop_step):
     for items in zip(*its):
         yield items[0][0], torch.stack([i for _, i in items])
 
-def train_bank(bank: Bank, x, y, cfg: TrainConfig, seeds, start_step=0, stop_step=None):
-    "Train every model of `bank` on `(x, y)`; stream `s` follows the data order of `seeds[s]`."
-    if len(seeds) != len(bank.members): raise ConfigError(f"need one seed per stream ({len(bank.members)}), got {len(seeds)}")
-    x, y, C = x.to(bank.device).flatten(1), y.to(bank.device), bank.num_classes
+def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=None):
+    "Train every model of `bank`; stream key `(d, seed)` reads `(xs[d], ys[d])` in the data order of `seed`."
+    if len({len(x) for x in xs}) != 1: raise ConfigError("datasets trained in one bank need the same number of examples")
+    X = torch.stack([x.to(bank.device).flatten(1) for x in xs]); Y = torch.stack([y.to(bank.device) for y in ys])
+    d = torch.tensor([k[0] for k in bank.stream_keys], device=bank.device)[:, None]
+    C = bank.num_classes
     def loss(idx):
         idx = idx.to(bank.device, non_blocking=True)
-        out = bank.forward(x[idx])
+        out = bank.forward(X[d, idx])
         S, B, M, _ = out.shape
-        return F.cross_entropy(out.reshape(-1, C), y[idx].unsqueeze(2).expand(S, B, M).reshape(-1), reduction='sum') / B
-    batches = _stack_orders(len(x), cfg.batch_size, seeds, cfg.epochs, start_step, stop_step)
-    stats = _sgd_loop(bank.W + bank.b, list(zip(bank.W, bank.M)), cfg, len(x), batches, loss)
+        return F.cross_entropy(out.reshape(-1, C), Y[d, idx].unsqueeze(2).expand(S, B, M).reshape(-1), reduction='sum') / B
+    batches = _stack_orders(X.shape[1], cfg.batch_size, [k[1] for k in bank.stream_keys], cfg.epochs, start_step, stop_step)
+    stats = _sgd_loop(bank.W + bank.b, list(zip(bank.W, bank.M)), cfg, X.shape[1], batches, loss)
     bank.unpack()
     return stats
 
 # %% ../nbs/04_training.ipynb #08e326ac
 ENGINES = ('bank', 'loop')
 
-def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, stop_step=None, engine='bank'):
-    "Train `models` in place; model `i` uses `masks[i]` and the data order of `seeds[i]`."
+def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, stop_step=None, engine='bank', data_ids=None):
+    "Train `models` in place; model `i` uses `masks[i]`, dataset `data_ids[i]` and the data order of `seeds[i]`."
     if engine not in ENGINES: raise ConfigError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
+    xs, ys = (list(x), list(y)) if isinstance(x, (list, tuple)) else ([x], [y])
+    data_ids = list(data_ids) if data_ids is not None else [0] * len(models)
     if engine == 'loop':
-        stats = [train_model(m, mk, x, y, cfg, s, start_step, stop_step) for m, mk, s in zip(models, masks, seeds)]
+        stats = [train_model(m, mk, xs[d], ys[d], cfg, s, start_step, stop_step) for m, mk, s, d in zip(models, masks, seeds, data_ids)]
         return dict(steps=sum(s['steps'] for s in stats), seconds=sum(s['seconds'] for s in stats), banks=len(models))
-    order = sorted(set(seeds), key=list(seeds).index)
-    by_seed = {s: [i for i in range(len(models)) if seeds[i] == s] for s in order}
+    keys = [(d, s) for d, s in zip(data_ids, seeds)]
+    streams = {k: [i for i in range(len(models)) if keys[i] == k] for k in dict.fromkeys(keys)}
     groups = {}
-    for s in order:
-        key = (tuple(tuple(models[i].sizes) for i in by_seed[s]), str(next(models[by_seed[s][0]].parameters()).device))
-        groups.setdefault(key, []).append(s)
+    for k, mem in streams.items():
+        sig = (tuple(tuple(models[i].sizes) for i in mem), len(xs[k[0]]), str(next(models[mem[0]].parameters()).device))
+        groups.setdefault(sig, []).append(k)
     steps = secs = 0
-    for key, ss in groups.items():
-        idx = [i for s in ss for i in by_seed[s]]
-        bank = Bank([models[i] for i in idx], [masks[i] for i in idx], [seeds[i] for i in idx])
-        st = train_bank(bank, x, y, cfg, ss, start_step, stop_step)
+    for ks in groups.values():
+        idx = [i for k in ks for i in streams[k]]
+        bank = Bank([models[i] for i in idx], [masks[i] for i in idx], [keys[i] for i in idx], compact=cfg.weight_decay == 0)
+        st = train_bank(bank, xs, ys, cfg, start_step, stop_step)
         steps += st['steps']; secs += st['seconds']
     return dict(steps=steps, seconds=secs, banks=len(groups))
 
@@ -204,6 +229,6 @@ def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, sto
 @torch.no_grad()
 def predict(models, x, masks=None, chunk=8192):
     "Logits `(models, n, classes)` of every model on inputs `x` (weights are used as they are)."
-    bank = Bank(models, masks, [0] * len(models))
+    bank = Bank(models, masks, [0] * len(models))  # one stream: every model sees the same inputs
     x = x.to(bank.device).flatten(1)
     return torch.cat([bank.forward(x[i:i + chunk].unsqueeze(0))[0] for i in range(0, len(x), chunk)], 0).transpose(0, 1)

@@ -236,3 +236,38 @@ def test_bad_input_is_refused_with_a_clear_error(call, message):
     with pytest.raises(ConfigError, match=None) as e:
         call()
     assert message in str(e.value)
+
+
+def test_compacted_bank_across_datasets_matches_the_loop():
+    from lottery_nb.training import Bank
+    g = make_generator(4)
+    xs = [torch.randn(192, 30, generator=g) for _ in range(2)]
+    ys = [torch.randint(2, (192,), generator=g) for _ in range(2)]
+
+    def pruned(seed):
+        m = make_model("fcn3", 16, 30, 2, seed=seed)
+        mk = ones_masks(prunable(m))
+        for _ in range(9):
+            mk = prune_masks(prunable(m), mk, 0.2)
+        return m, mk
+
+    (a, ma), (b, mb) = [list(zip(*[pruned(s) for s in range(4)])) for _ in range(2)]
+    ids, seeds = [0, 1, 0, 1], [7, 7, 8, 8]
+    assert sum(Bank(a, ma, list(zip(ids, seeds)), compact=True).slots[1]) < 100  # dead units dropped
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.1, momentum=0.9)
+    info = train_models(list(a), list(ma), xs, ys, cfg, seeds, data_ids=ids)
+    train_models(list(b), list(mb), xs, ys, cfg, seeds, data_ids=ids, engine="loop")
+    assert info["banks"] == 1
+    worst = max((p.state_dict()[k] - q.state_dict()[k]).abs().max().item() for p, q in zip(a, b) for k in p.state_dict())
+    assert worst < 1e-5, worst
+
+
+def test_data_order_does_not_depend_on_bankmates():
+    g = make_generator(5)
+    x, y = torch.randn(128, 10, generator=g), torch.randint(2, (128,), generator=g)
+    cfg = TrainConfig(epochs=2, batch_size=16)
+    alone = make_model("fcn2", 4, 10, 2, seed=1)
+    train_models([alone], [None], x, y, cfg, [99])
+    crowd = [make_model("fcn2", 6, 10, 2, seed=2), make_model("fcn2", 4, 10, 2, seed=1), make_model("fcn2", 3, 10, 2, seed=3)]
+    train_models(crowd, [None] * 3, x, y, cfg, [12345, 99, 7])
+    assert torch.allclose(alone.layers[0].weight, crowd[1].layers[0].weight, atol=1e-6)
