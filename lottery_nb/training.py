@@ -136,6 +136,9 @@ class Bank:
 
     @torch.no_grad()
     def _pack(self):
+        for m, mk in zip(self.models, self.masks):  # pruned weights are zero in the models too, as in `train_model`
+            if mk is not None:
+                for k, w in prunable(m).items(): w.mul_(mk[k].to(w))
         S = len(self.members)
         self.W, self.b, self.M = [], [], []
         for l in range(len(self.slots)):
