@@ -6,7 +6,7 @@
 __all__ = ['figures', 'find_figure', 'presets', 'load_preset', 'notebook_parameters', 'check_parameters',
            'refuse_unknown_parameters', 'expand_grid', 'point_name', 'plan_runs', 'run_plan', 'main']
 
-# %% ../nbs/10_cli.ipynb #0aad8745
+# %% ../nbs/10_cli.ipynb #9cf90af3
 import argparse
 import ast
 import itertools
@@ -19,7 +19,7 @@ import yaml
 
 from .core import ConfigError, outputs_root, project_root
 
-# %% ../nbs/10_cli.ipynb #02fc4a47
+# %% ../nbs/10_cli.ipynb #9f9fa181
 def figures(root=None):
     "Figure notebooks by name (stem of `nbs/figures/*.ipynb`)."
     d = Path(root or project_root()) / 'nbs' / 'figures'
@@ -51,7 +51,7 @@ def load_preset(name):
     if unknown: raise ConfigError(f"preset {name!r} has unknown keys {sorted(unknown)}")
     return {'description': '', 'reduced': True, 'figures': {}, **p}
 
-# %% ../nbs/10_cli.ipynb #58b353b4
+# %% ../nbs/10_cli.ipynb #65ffb828
 def notebook_parameters(path):
     "Names and default values of the `parameters` cell of notebook `path`."
     import papermill as pm
@@ -78,7 +78,7 @@ def refuse_unknown_parameters():
     if not inj or inj[-1] == 0: return
     check_parameters(_assigned(hist[inj[-1]]), _assigned(hist[inj[-1] - 1]), 'this notebook')
 
-# %% ../nbs/10_cli.ipynb #44d5a466
+# %% ../nbs/10_cli.ipynb #d04aa96f
 def expand_grid(grid):
     "All combinations of a `{name: [values]}` grid, as a list of dicts (one empty dict for no grid)."
     grid = {k: (v if isinstance(v, (list, tuple)) else [v]) for k, v in (grid or {}).items()}
@@ -89,7 +89,7 @@ def point_name(preset, point):
     parts = [preset or 'custom'] + [f"{k}={v}" for k, v in point.items()]
     return re.sub(r'[^A-Za-z0-9_.=+,-]+', '', '-'.join(str(p).replace(' ', '') for p in parts))
 
-# %% ../nbs/10_cli.ipynb #100c5521
+# %% ../nbs/10_cli.ipynb #69a47303
 def plan_runs(figure, preset=None, grid=None, overrides=None, out_root=None, store=None):
     "The runs `[(name, notebook, out_dir, params)]` of one figure, every parameter name checked."
     name, nb = find_figure(figure)
@@ -129,7 +129,7 @@ def run_plan(runs, progress=True, kernel='python3', timeout=None):
         print(f"{name} -> {out}  [{res['seconds']} s] {status}", flush=True)
     return results
 
-# %% ../nbs/10_cli.ipynb #e4fe808b
+# %% ../nbs/10_cli.ipynb #22dfda57
 def _kv(items, grid=False):
     out = {}
     for it in items or []:
@@ -142,6 +142,10 @@ def _parser():
     p = argparse.ArgumentParser(prog='lottery-nb', description='Run the figure notebooks of lottery_nb with papermill.')
     sub = p.add_subparsers(dest='cmd', required=True)
     sub.add_parser('list', help='list figures, their parameters, and presets')
+    b = sub.add_parser('bench', help='measure the bank engine against the per-model loop (prints figures)')
+    b.add_argument('--quick', action='store_true', help='a smoke-sized run')
+    b.add_argument('--device', help='cpu or cuda (default: CUDA when available)')
+    b.add_argument('--replicates', type=int, default=5)
     for cmd in ('params', 'run'):
         s = sub.add_parser(cmd, help='show the parameters of the runs' if cmd == 'params' else 'run figures')
         s.add_argument('figure', help="figure name or prefix, or 'all'")
@@ -159,6 +163,10 @@ def main(argv=None):
     "Entry point of the `lottery-nb` command."
     a = _parser().parse_args(argv)
     try:
+        if a.cmd == 'bench':
+            from lottery_nb.bench import run_bench
+            run_bench(quick=a.quick, device=a.device, replicates=a.replicates)
+            return 0
         if a.cmd == 'list':
             for name, nb in figures().items():
                 print(name); print('  ' + ', '.join(f"{k}={v}" for k, v in notebook_parameters(nb).items()))

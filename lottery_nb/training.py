@@ -192,16 +192,38 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
     if len({len(x) for x in xs}) != 1: raise ConfigError("datasets trained in one bank need the same number of examples")
     X = torch.stack([x.to(bank.device).flatten(1) for x in xs]); Y = torch.stack([y.to(bank.device) for y in ys])
     d = torch.tensor([k[0] for k in bank.stream_keys], device=bank.device)[:, None]
-    C = bank.num_classes
-    def loss(idx):
-        idx = idx.to(bank.device, non_blocking=True)
-        out = bank.forward(X[d, idx])
-        S, B, M, _ = out.shape
-        return F.cross_entropy(out.reshape(-1, C), Y[d, idx].unsqueeze(2).expand(S, B, M).reshape(-1), reduction='sum') / B
-    batches = _stack_orders(X.shape[1], cfg.batch_size, [k[1] for k in bank.stream_keys], cfg.epochs, start_step, stop_step)
-    stats = _sgd_loop(bank.W + bank.b, list(zip(bank.W, bank.M)), cfg, X.shape[1], batches, loss)
+    n, L, C = X.shape[1], len(bank.W), bank.num_classes
+    W = [w.detach() for w in bank.W]; b = [v.detach() for v in bank.b]
+    params = W + b
+    masked = [(l, m) for l, m in enumerate(bank.M) if not bool(m.all())]  # all-ones masks cost nothing
+    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum else None
+    t0, steps, neg = time.perf_counter(), 0, {}
+    with torch.no_grad():
+        for step, idx in _stack_orders(n, cfg.batch_size, [k[1] for k in bank.stream_keys], cfg.epochs, start_step, stop_step):
+            lr = cfg.lr_at(step, n)
+            idx = idx.to(bank.device, non_blocking=True)
+            hs = [X[d, idx]]
+            for l in range(L):
+                z = torch.baddbmm(b[l].unsqueeze(1), hs[-1], W[l].transpose(1, 2))
+                if l < L - 1: hs.append(z.clamp_min_(0))
+            S, B = z.shape[:2]
+            g = torch.softmax(z.view(S, B, -1, C), -1)                     # d(mean CE)/d logits = (p - onehot) / B
+            yy = Y[d, idx].unsqueeze(2).expand(S, B, g.shape[2]).unsqueeze(3)
+            if yy.shape not in neg: neg[yy.shape] = torch.full(yy.shape, -1.0, device=g.device)
+            g.scatter_add_(3, yy, neg[yy.shape]).div_(B)
+            g = g.view(S, B, -1)
+            grads = [None] * (2 * L)
+            for l in range(L - 1, -1, -1):
+                grads[l] = torch.bmm(g.transpose(1, 2), hs[l]); grads[L + l] = g.sum(1)
+                if l > 0: g = torch.ops.aten.threshold_backward(torch.bmm(g, W[l]), hs[l], 0.0)
+            if masked: torch._foreach_mul_([grads[l] for l, _ in masked], [m for _, m in masked])
+            if cfg.weight_decay: torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
+            if bufs is not None:
+                torch._foreach_mul_(bufs, cfg.momentum); torch._foreach_add_(bufs, grads); grads = bufs
+            torch._foreach_add_(params, grads, alpha=-lr)
+            steps += 1
     bank.unpack()
-    return stats
+    return dict(steps=steps, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/04_training.ipynb #08e326ac
 ENGINES = ('bank', 'loop')

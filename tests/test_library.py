@@ -191,7 +191,9 @@ def test_store_resumes_an_interrupted_trajectory(tmp_path):
     mtime = (runs[1] / "level_003" / "metrics.json").stat().st_mtime_ns
     run_imp(cfgs, 3, store=tmp_path, progress=False)
     assert st.levels(runs[0]) == [0, 1, 2, 3]
-    assert [m["test_loss"] for m in st.metrics(runs[0])] == [m["test_loss"] for m in full[0]]
+    # retrained in a smaller bank: equal up to float rounding (summation order)
+    assert [m["test_loss"] for m in st.metrics(runs[0])] == pytest.approx([m["test_loss"] for m in full[0]], rel=1e-5)
+    assert [m["counted"] for m in st.metrics(runs[0])] == [m["counted"] for m in full[0]]
     assert (runs[1] / "level_003" / "metrics.json").stat().st_mtime_ns == mtime
 
 
