@@ -38,7 +38,7 @@ def atomic_write(path, write):
     "Call `write(tmp_path)` then rename the temporary file onto `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + '.', suffix='.tmp'); os.close(fd)
-    try: write(tmp); os.replace(tmp, path)
+    try: write(tmp); os.chmod(tmp, 0o644); os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
 
