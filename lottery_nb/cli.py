@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from .core import ConfigError, outputs_root, project_root
+from .store import read_json, write_json
 
 # %% ../nbs/10_cli.ipynb #9f9fa181
 def figures(root=None):
@@ -124,6 +125,10 @@ def run_plan(runs, progress=True, kernel='python3', timeout=None):
         except Exception as e:
             res.update(ok=False, error=f"{type(e).__name__}: {e}")
         res['seconds'] = round(time.perf_counter() - t0, 1)
+        if res['ok'] and (out / 'metrics.json').exists():  # record every parameter the run had, defaults included
+            m = read_json(out / 'metrics.json')
+            m['parameters'] = {**notebook_parameters(nb), **params}
+            write_json(out / 'metrics.json', m)
         results.append(res)
         status = 'ok' if res['ok'] else 'FAILED ' + res['error']
         print(f"{name} -> {out}  [{res['seconds']} s] {status}", flush=True)

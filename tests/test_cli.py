@@ -33,6 +33,7 @@ def test_run_a_figure_through_the_cli(isolated, capsys):
         assert (run_dir / f).exists(), f
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["figure"] == "fig3a" and metrics["scale_notes"]
+    assert metrics["parameters"]["out_dir"] == str(run_dir.resolve()) and metrics["parameters"]["epochs"] == "2"
     assert "1 of 1 runs succeeded" in capsys.readouterr().out
 
 
