@@ -143,13 +143,13 @@ class Bank:
         self.W, self.b, self.M = [], [], []
         for l in range(len(self.slots)):
             H, Hin = sum(self.slots[l]), (sum(self.slots[l - 1]) if l > 0 else self.input_dim)
-            W = torch.zeros(S, H, Hin); b = torch.zeros(S, H); M = torch.zeros(S, H, Hin)
+            W = torch.zeros(S, Hin, H); b = torch.zeros(S, H); M = torch.zeros(S, Hin, H)  # (in, out): x @ W
             for s, i, br, bc, r, c in self._blocks(l):
                 lin = self.models[i].layers[l]
                 mk = self.masks[i][f'layers.{l}.weight'].detach().cpu() if self.masks[i] is not None else torch.ones_like(lin.weight, device='cpu')
                 blk = mk[r][:, c]
-                M[s, br[:, None], bc[None, :]] = blk
-                W[s, br[:, None], bc[None, :]] = lin.weight.detach().cpu()[r][:, c] * blk
+                M[s, bc[:, None], br[None, :]] = blk.T
+                W[s, bc[:, None], br[None, :]] = (lin.weight.detach().cpu()[r][:, c] * blk).T
                 b[s, br] = lin.bias.detach().cpu()[r]
             self.W.append(W.to(self.device).requires_grad_()); self.b.append(b.to(self.device).requires_grad_())
             self.M.append(M.to(self.device))
@@ -161,7 +161,7 @@ class Bank:
             W, b = self.W[l].detach().cpu(), self.b[l].detach().cpu()
             for s, i, br, bc, r, c in self._blocks(l):
                 lin = self.models[i].layers[l]
-                w = lin.weight.detach().cpu().clone(); w[r[:, None], c[None, :]] = W[s, br[:, None], bc[None, :]]
+                w = lin.weight.detach().cpu().clone(); w[r[:, None], c[None, :]] = W[s, bc[:, None], br[None, :]].T
                 bb = lin.bias.detach().cpu().clone(); bb[r] = b[s, br]
                 lin.weight.copy_(w); lin.bias.copy_(bb)
         return self.models
@@ -170,7 +170,7 @@ class Bank:
         "Logits `(S, batch, models per stream, classes)` for inputs `x` of shape `(S, batch, in)`."
         h = x.flatten(2)
         for l, (W, b) in enumerate(zip(self.W, self.b)):
-            h = torch.baddbmm(b.unsqueeze(1), h, W.transpose(1, 2))
+            h = torch.baddbmm(b.unsqueeze(1), h, W)
             if l < len(self.W) - 1: h = torch.relu(h)
         return h.view(h.shape[0], h.shape[1], -1, self.num_classes)
 
@@ -194,9 +194,9 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
     d = torch.tensor([k[0] for k in bank.stream_keys], device=bank.device)[:, None]
     n, L, C = X.shape[1], len(bank.W), bank.num_classes
     W = [w.detach() for w in bank.W]; b = [v.detach() for v in bank.b]
-    params = W + b
-    masked = [(l, m) for l, m in enumerate(bank.M) if not bool(m.all())]  # all-ones masks cost nothing
-    bufs = [torch.zeros_like(p) for p in params] if cfg.momentum else None
+    M = [None if bool(m.all()) else m for m in bank.M]  # all-ones masks cost nothing
+    mom, wd = cfg.momentum, cfg.weight_decay
+    bw = [torch.zeros_like(w) for w in W] if mom else None; bb = [torch.zeros_like(v) for v in b] if mom else None
     t0, steps, neg = time.perf_counter(), 0, {}
     with torch.no_grad():
         for step, idx in _stack_orders(n, cfg.batch_size, [k[1] for k in bank.stream_keys], cfg.epochs, start_step, stop_step):
@@ -204,7 +204,7 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
             idx = idx.to(bank.device, non_blocking=True)
             hs = [X[d, idx]]
             for l in range(L):
-                z = torch.baddbmm(b[l].unsqueeze(1), hs[-1], W[l].transpose(1, 2))
+                z = torch.baddbmm(b[l].unsqueeze(1), hs[-1], W[l])
                 if l < L - 1: hs.append(z.clamp_min_(0))
             S, B = z.shape[:2]
             g = torch.softmax(z.view(S, B, -1, C), -1)                     # d(mean CE)/d logits = (p - onehot) / B
@@ -212,15 +212,23 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
             if yy.shape not in neg: neg[yy.shape] = torch.full(yy.shape, -1.0, device=g.device)
             g.scatter_add_(3, yy, neg[yy.shape]).div_(B)
             g = g.view(S, B, -1)
-            grads = [None] * (2 * L)
-            for l in range(L - 1, -1, -1):
-                grads[l] = torch.bmm(g.transpose(1, 2), hs[l]); grads[L + l] = g.sum(1)
-                if l > 0: g = torch.ops.aten.threshold_backward(torch.bmm(g, W[l]), hs[l], 0.0)
-            if masked: torch._foreach_mul_([grads[l] for l, _ in masked], [m for _, m in masked])
-            if cfg.weight_decay: torch._foreach_add_(grads, params, alpha=cfg.weight_decay)
-            if bufs is not None:
-                torch._foreach_mul_(bufs, cfg.momentum); torch._foreach_add_(bufs, grads); grads = bufs
-            torch._foreach_add_(params, grads, alpha=-lr)
+            for l in range(L - 1, -1, -1):  # PyTorch's SGD: buf = mom * buf + (grad + wd * p); p -= lr * buf
+                g_prev = torch.ops.aten.threshold_backward(torch.bmm(g, W[l].transpose(1, 2)), hs[l], 0.0) if l > 0 else None
+                hT, gb = hs[l].transpose(1, 2), g.sum(1)
+                if mom:                                                    # the weight gradient lands in the buffer
+                    bw[l].baddbmm_(hT, g, beta=mom)
+                    if wd: bw[l].add_(W[l], alpha=wd)
+                    if M[l] is not None: bw[l].mul_(M[l])
+                    W[l].add_(bw[l], alpha=-lr)
+                    bb[l].mul_(mom).add_(gb)
+                    if wd: bb[l].add_(b[l], alpha=wd)
+                    b[l].add_(bb[l], alpha=-lr)
+                else:                                                      # ... or straight in the weights
+                    if wd: W[l].mul_(1 - lr * wd); b[l].mul_(1 - lr * wd)
+                    W[l].baddbmm_(hT, g, alpha=-lr)
+                    if M[l] is not None: W[l].mul_(M[l])
+                    b[l].add_(gb, alpha=-lr)
+                g = g_prev
             steps += 1
     bank.unpack()
     return dict(steps=steps, seconds=time.perf_counter() - t0)

@@ -123,10 +123,11 @@ def _bank(seed_offset=0):
     return models, masks, [r for r in range(2) for _ in (2, 5, 9)]
 
 
-def test_bank_and_per_model_training_agree():
+@pytest.mark.parametrize("momentum,weight_decay", [(0.9, 5e-4), (0.0, 5e-4), (0.0, 0.0), (0.9, 0.0)])
+def test_bank_and_per_model_training_agree(momentum, weight_decay):
     g = make_generator(0)
     x, y = torch.randn(256, 20, generator=g), torch.randint(3, (256,), generator=g)
-    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, momentum=0.9, weight_decay=5e-4, milestones=(2,))
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=0.05, momentum=momentum, weight_decay=weight_decay, milestones=(2,))
     (a, ma, s), (b, mb, _) = _bank(), _bank()
     info = train_models(a, ma, x, y, cfg, s, engine="bank")
     train_models(b, mb, x, y, cfg, s, engine="loop")
