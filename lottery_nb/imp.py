@@ -82,8 +82,8 @@ def build_model(cfg, ds, device):
     return make_model(cfg['arch'], cfg['width'], ds.input_dim, ds.num_classes, init_seed(cfg), cfg['bias_init']).to(device)
 
 # %% ../nbs/07_imp.ipynb #7279b7cd
-def level_metrics(train_logits, test_logits, ds):
-    "Error, loss and calibration numbers of one model from its logits on the train and test sets."
+def level_metrics(train_logits, test_logits, ds, true_posterior=None):
+    "Error, loss and calibration numbers of one model from its logits; `true_posterior` of a mixture's test set may be passed in."
     err = lambda lg, y: float((lg.argmax(1) != y).float().mean())
     ce = lambda lg, y: float(F.cross_entropy(lg.float(), y))
     pt = test_logits.double().softmax(1).cpu()
@@ -92,7 +92,7 @@ def level_metrics(train_logits, test_logits, ds):
              train_loss=ce(train_logits, ds.y_train), test_loss=ce(test_logits, ds.y_test),
              ece=ece(pt, ds.y_test.cpu()), ece_noisy=ece(pt, ds.y_test_noisy.cpu()))
     if ds.mixture is not None:
-        ps = posterior(ds.mixture, ds.x_test.cpu())
+        ps = posterior(ds.mixture, ds.x_test.cpu()) if true_posterior is None else true_posterior
         m['posterior_gap'] = posterior_gap(pt, ps)
         m['noisy_posterior_gap'] = posterior_gap(pt, noisy_posterior(ps, ds.noise, ds.noise_mode))
     return m, pt.float()
@@ -159,9 +159,10 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, bar)
                       data_ids=[keys.index(_data_key(cfgs[i])) for i in live])
     secs = time.perf_counter() - t0
     tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
+    truth = {k: posterior(datasets[k].mixture, datasets[k].x_test.cpu()) for k in keys if datasets[k].mixture is not None}
     for j, i in enumerate(live):
         run, c, m, mk, ds = runs[i], cfgs[i], models[j], masks[j], dss[j]
-        met, pt = level_metrics(tr[j], te[j], ds)
+        met, pt = level_metrics(tr[j], te[j], ds, truth.get(_data_key(c)))
         total = count_params(m)
         met = dict(level=levels[j], counted=count_remaining(mk), total=total, density=count_remaining(mk) / total,
                    width=c['width'], replicate=c['replicate'], **met,
@@ -188,7 +189,7 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     def pending(i):
         done = store.levels(runs[i])
         if store.stopped(runs[i]) or (done and done[-1] >= targets[i]): return False
-        return not (done and min_params is not None and store.metrics(runs[i])[-1]['counted'] <= min_params)
+        return not (done and min_params is not None and store.level_metrics(runs[i], done[-1])['counted'] <= min_params)
 
     need = [i for i in range(len(runs)) if pending(i)]
     datasets = {}

@@ -91,9 +91,13 @@ class RunStore:
         finally:
             if tmp.exists(): shutil.rmtree(tmp)
 
+    def level_metrics(self, run, level):
+        "Metrics of one finished level."
+        return read_json(self.level_dir(run, level) / 'metrics.json')
+
     def metrics(self, run):
         "Metrics of every finished level, in level order."
-        return [read_json(self.level_dir(run, l) / 'metrics.json') for l in self.levels(run)]
+        return [self.level_metrics(run, l) for l in self.levels(run)]
 
     def arrays(self, run, level):
         "The arrays saved with a level, as a dict of NumPy arrays."
