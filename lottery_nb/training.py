@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .core import ConfigError, check_float, check_int, make_generator
 from .models import FCN, prunable
+from .pruning import apply_masks_
 
 # %% ../nbs/04_training.ipynb #9973de15
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ def train_model(model, masks, x, y, cfg: TrainConfig, seed, start_step=0, stop_s
     x, y = x.to(dev), y.to(dev)
     ws = prunable(model)
     gm = [(ws[k], masks[k].to(dev)) for k in ws] if masks is not None else []
-    with torch.no_grad():
-        for w, m in gm: w.mul_(m)
+    if masks is not None: apply_masks_(model, masks)
     model.train()
     batches = batch_indices(len(x), cfg.batch_size, seed, cfg.epochs, start_step, stop_step)
     def loss(idx):
@@ -137,8 +137,7 @@ class Bank:
     @torch.no_grad()
     def _pack(self):
         for m, mk in zip(self.models, self.masks):  # pruned weights are zero in the models too, as in `train_model`
-            if mk is not None:
-                for k, w in prunable(m).items(): w.mul_(mk[k].to(w))
+            if mk is not None: apply_masks_(m, mk)
         S = len(self.members)
         self.W, self.b, self.M = [], [], []
         for l in range(len(self.slots)):
