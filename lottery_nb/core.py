@@ -4,14 +4,18 @@
 
 # %% auto #0
 __all__ = ['ConfigError', 'check_choice', 'check_int', 'check_float', 'derive_seed', 'make_generator', 'seed_everything',
-           'get_device', 'project_root', 'data_root', 'outputs_root', 'store_root']
+           'get_device', 'project_root', 'data_root', 'outputs_root', 'store_root', 'utc_now', 'device_name',
+           'provenance']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
+import datetime
 import hashlib
 import json
 import math
 import os
+import platform
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +98,35 @@ def outputs_root(root=None):
 def store_root(root=None):
     "Folder of the run store: `root`, else `$LOTTERY_NB_STORE`, else `<outputs>/store`."
     return Path(root or os.environ.get('LOTTERY_NB_STORE') or outputs_root()/'store').expanduser()
+
+# %% ../nbs/00_core.ipynb #32d6135d
+def utc_now():
+    "The current UTC time as an ISO 8601 string (seconds)."
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+def _git(*args):
+    "Output of a git command in the project root, or `None` when git or the repository is missing."
+    try:
+        r = subprocess.run(['git', *args], cwd=project_root(), capture_output=True, text=True, timeout=10)
+    except (OSError, ConfigError, subprocess.SubprocessError): return None
+    return r.stdout.strip() if r.returncode == 0 else None
+
+def device_name(device=None):
+    "A readable name of the device `device` (a GPU's model, or the CPU's)."
+    dev = get_device(device)
+    if dev.type == 'cuda': return torch.cuda.get_device_name(dev)
+    cpu = platform.processor() or platform.machine()
+    if Path('/proc/cpuinfo').exists():
+        names = [l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')]
+        cpu = names[0] if names else cpu
+    return f"cpu: {cpu}"
+
+# %% ../nbs/00_core.ipynb #cf7a5e2b
+def provenance(device=None):
+    "What can change a result besides its configuration: code version, libraries, device, threads."
+    from lottery_nb import __version__
+    commit = _git('rev-parse', 'HEAD')
+    status = _git('status', '--porcelain', '--untracked-files=no') if commit else None
+    return dict(lottery_nb=__version__, commit=commit, dirty=None if status is None else bool(status),
+                python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
+                device=device_name(device), threads=torch.get_num_threads())

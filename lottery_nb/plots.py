@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.decomposition import PCA
 
+from .core import provenance, utc_now
+from .progress import stage
 from .store import write_json
 
 # %% ../nbs/09_plots.ipynb #f8b8a5e0
@@ -23,6 +25,7 @@ def pca_plane(x):
 
 def pca_scatter(ax, x, y, n=2000, pca=None, title=None):
     "Scatter the first two principal components of `x` coloured by label `y`; returns the fitted PCA."
+    stage('plotting')
     x, y = np.asarray(x), np.asarray(y)
     pca = pca or pca_plane(x)
     z, y = pca.transform(x[:n]), y[:n]
@@ -34,6 +37,7 @@ def pca_scatter(ax, x, y, n=2000, pca=None, title=None):
 # %% ../nbs/09_plots.ipynb #563390c7
 def double_descent(ax, dense, sparse, train=True, title=None, label=None):
     "Draw a dense double-descent curve and the sparse curves of the dict `sparse` (width → rows)."
+    stage('plotting')
     x = [r['counted'] for r in dense]
     ax.plot(x, [r['test_error'] for r in dense], 'o-', color='darkred', lw=2, ms=3, label=label or 'test (full)')
     if train: ax.plot(x, [r['train_error'] for r in dense], 'o-', color='black', lw=2, ms=3, label='train (full)')
@@ -48,6 +52,7 @@ def double_descent(ax, dense, sparse, train=True, title=None, label=None):
 # %% ../nbs/09_plots.ipynb #48000a7e
 def reliability(ax, curves, title=None, xlabel='predicted probability', ylabel='observed'):
     "Draw reliability curves: `curves` maps a label to a dict with `pred`, `target` (and optional `spread`)."
+    stage('plotting')
     ax.plot([0, 1], [0, 1], 'k--', lw=0.8)
     for lab, c in curves.items():
         l, = ax.plot(c['pred'], c['target'], 'o-', ms=3, label=lab)
@@ -56,15 +61,19 @@ def reliability(ax, curves, title=None, xlabel='predicted probability', ylabel='
 
 def value_map(ax, z, values, title=None, vmax=0.5, cmap='coolwarm'):
     "Scatter 2-D points `z` coloured by `values` (e.g. |p - p*| on the PCA plane) with a colour bar."
+    stage('plotting')
     sc = ax.scatter(z[:, 0], z[:, 1], c=values, s=2, cmap=cmap, vmin=0, vmax=vmax, rasterized=True)  # small PDFs
     ax.set(xlabel='PC 1', ylabel='PC 2', title=title); plt.colorbar(sc, ax=ax, fraction=0.046)
 
 # %% ../nbs/09_plots.ipynb #82957343
 def save_figure(fig, out_dir, name, dpi=110):
     "Save `fig` as `<out_dir>/<name>.png` and `.pdf`; returns the two paths."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    stage('saving', name)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     paths = [out / f'{name}.png', out / f'{name}.pdf']
-    fig.savefig(paths[0], dpi=dpi, bbox_inches='tight'); fig.savefig(paths[1], bbox_inches='tight')
+    fig.savefig(paths[0], dpi=dpi, bbox_inches='tight')
+    fig.savefig(paths[1], bbox_inches='tight')
     return paths
 
 def figure_dir(out_dir, figure):
@@ -74,7 +83,8 @@ def figure_dir(out_dir, figure):
     d.mkdir(parents=True, exist_ok=True)
     return d
 
-def write_metrics(out_dir, metrics):
-    "Write `metrics` to `<out_dir>/metrics.json` (atomically); returns the path."
-    p = Path(out_dir) / 'metrics.json'; write_json(p, metrics)
+def write_metrics(out_dir, metrics, device=None):
+    "Write `metrics` and their `provenance` (on `device`) to `<out_dir>/metrics.json` atomically; returns the path."
+    p = Path(out_dir) / 'metrics.json'
+    write_json(p, {**metrics, 'provenance': {**provenance(device), 'written': utc_now()}})
     return p

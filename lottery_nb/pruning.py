@@ -54,10 +54,11 @@ def prune_masks(weights, masks, fraction=0.2, ignored=(), rule='paper'):
     mags = torch.cat([weights[k].detach().abs().flatten()[masks[k].flatten() > 0] for k in names]).double()
     if rule == 'paper':
         k = math.ceil(fraction * count_remaining(masks))  # the threshold's 0-based rank: k + 1 weights go
-        if k >= len(mags): return None
+        if k + 1 >= len(mags): return None  # it would leave no prunable weight
         thr = torch.kthvalue(mags.cpu(), k + 1).values.item()
         keep = lambda n: (weights[n].detach().abs().double() > thr) & (masks[n] > 0)
         new = {n: keep(n).to(masks[n].dtype) if n in names else masks[n].clone() for n in weights}
+        if not any(new[n].any() for n in names): return None  # ties at the threshold took every weight
     else:
         k = n_to_prune(count_remaining(masks), fraction, rule, len(mags))
         if k >= len(mags) or k < 1: return None

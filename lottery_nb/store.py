@@ -52,23 +52,33 @@ def read_json(path): return json.loads(Path(path).read_text())
 class RunStore:
     "Persistent trajectories, one folder per configuration; the only place results are written."
     def __init__(self, root=None):
-        self.root = store_root(root); self.root.mkdir(parents=True, exist_ok=True)
+        self.root = store_root(root)
 
     def __repr__(self): return f"RunStore({str(self.root)!r})"
 
-    def open(self, config, label=''):
-        "The run folder for `config`, created (with `config.json` and an index line) if new."
+    def find(self, config, label=''):
+        "The run folder of `config` if it is stored (has `config.json`), else `None`; never creates anything."
         d = self.root / run_name(config, label)
-        if not (d / 'config.json').exists():
-            write_json(d / 'config.json', config)
-            with open(self.root / 'index.tsv', 'a') as f: f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
-        elif read_json(d / 'config.json') != json.loads(canonical(config)):
+        if not (d / 'config.json').exists(): return None
+        if read_json(d / 'config.json') != json.loads(canonical(config)):
             raise ConfigError(f"hash collision in the run store at {d}")
         return d
 
+    def open(self, config, label=''):
+        "The run folder for writing `config`, created (with `config.json` and an index line) if new."
+        d = self.find(config, label)
+        if d is not None: return d
+        d = self.root / run_name(config, label)
+        write_json(d / 'config.json', config)
+        with open(self.root / 'index.tsv', 'a') as f:
+            f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
+        return d
+
     def runs(self):
-        "`(name, config)` of every run in the store."
-        return [(d.name, read_json(d / 'config.json')) for d in sorted(self.root.iterdir()) if (d / 'config.json').exists()]
+        "`(name, config)` of every run in the store (none if the store folder does not exist)."
+        if not self.root.is_dir(): return []
+        ds = sorted(d for d in self.root.iterdir() if (d / 'config.json').exists())
+        return [(d.name, read_json(d / 'config.json')) for d in ds]
 
     @staticmethod
     def levels(run):
@@ -82,6 +92,7 @@ class RunStore:
         "Write a finished level atomically: arrays and state first, `metrics.json` last, then rename."
         final = self.level_dir(run, level)
         if final.exists(): shutil.rmtree(final)
+        Path(run).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=run, prefix=final.name + '.', suffix='.tmp'))
         try:
             if arrays: np.savez_compressed(tmp / 'arrays.npz', **{k: np.asarray(v) for k, v in arrays.items()})
@@ -118,5 +129,7 @@ class RunStore:
         p = Path(run) / name
         return torch.load(p, weights_only=True) if p.exists() else None
 
-    def stop(self, run, reason): write_json(Path(run) / 'stopped.json', dict(reason=reason, after_level=max(self.levels(run), default=-1)))
+    def stop(self, run, reason):
+        after = max(self.levels(run), default=-1)
+        write_json(Path(run) / 'stopped.json', dict(reason=reason, after_level=after))
     def stopped(self, run): return (Path(run) / 'stopped.json').exists()

@@ -7,12 +7,13 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from lottery_nb.analysis import best_pruned, dense_curve, effective_noise, mean_rows, sparse_curve, summarise, trajectory_rows
+from lottery_nb.analysis import best_pruned, dense_curve, effective_noise, mean_rows, sparse_curve, summarise
 from lottery_nb.calibration import classwise_reliability, ece, posterior_gap, reliability_curve
 from lottery_nb.core import ConfigError, make_generator
 from lottery_nb.data import Mixture, bayes_error, label_noise, make_dataset, mixture_dataset, noisy_posterior, posterior, sample
 from lottery_nb.imp import Sweep, grid_configs, imp_config, run_imp
 from lottery_nb.models import count_params, make_model, output_layer, prunable
+from lottery_nb.results import trajectories
 from lottery_nb.pruning import count_remaining, count_schedule, ones_masks, prune_masks
 from lottery_nb.store import RunStore
 from lottery_nb.training import TrainConfig, predict, train_models
@@ -205,7 +206,7 @@ def test_sweep_shares_levels_across_requests(tmp_path):
     runs = b.run(tmp_path, progress=False)
     st = RunStore(tmp_path)
     assert st.levels(runs[0]) == [0, 1, 2, 3]
-    rows = mean_rows(trajectory_rows(tmp_path, a.configs()))
+    rows = mean_rows(trajectories(tmp_path, a.configs()))
     assert [r["width"] for r in dense_curve(rows)] == [3, 6]
     s = summarise(rows, [6], "paper", effective_noise(0.2, 2))
     assert s[0]["rule"] == "paper" and s[0]["full_params"] == 612
