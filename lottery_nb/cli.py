@@ -104,7 +104,8 @@ def main(argv=None):
         print(f"lottery-nb: error: {e}", file=sys.stderr)
         return 2
     if a.cmd == 'params':
-        for r in runs: print(yaml.safe_dump({'figure': r.figure, 'out_dir': shown(r.out), 'parameters': r.params}, sort_keys=False))
+        for r in runs:
+            print(yaml.safe_dump({'figure': r.figure, 'out_dir': shown(r.out), 'parameters': r.params}, sort_keys=False))
         return 0
     res = execute_all(runs, show=not a.no_progress, timeout=a.timeout)
     bad = [r for r in res if not r['ok']]

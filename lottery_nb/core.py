@@ -117,7 +117,8 @@ def device_name(device=None):
     if dev.type == 'cuda': return torch.cuda.get_device_name(dev)
     cpu = platform.processor() or platform.machine()
     if Path('/proc/cpuinfo').exists():
-        names = [l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name')]
+        lines = Path('/proc/cpuinfo').read_text().splitlines()
+        names = [l.split(':', 1)[1].strip() for l in lines if l.startswith('model name')]
         cpu = names[0] if names else cpu
     return f"cpu: {cpu}"
 
@@ -126,7 +127,7 @@ def provenance(device=None):
     "What can change a result besides its configuration: code version, libraries, device, threads."
     from lottery_nb import __version__
     commit = _git('rev-parse', 'HEAD')
-    status = _git('status', '--porcelain', '--untracked-files=no') if commit else None
+    status = _git('status', '--porcelain', '--untracked-files=no', '--', '.', ':!outputs') if commit else None
     return dict(lottery_nb=__version__, commit=commit, dirty=None if status is None else bool(status),
                 python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
                 device=device_name(device), threads=torch.get_num_threads())

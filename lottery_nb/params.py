@@ -55,7 +55,8 @@ _SCALARS = {'int': int, 'float': (int, float), 'bool': bool, 'str': str}
 def _fits(type_, value):
     "Whether `value` has the type written `type_`."
     if m := re.fullmatch(r'Optional\[(.+)\]', type_): return value is None or _fits(m.group(1), value)
-    if m := re.fullmatch(r'list\[(.+)\]', type_): return isinstance(value, list) and all(_fits(m.group(1), v) for v in value)
+    if m := re.fullmatch(r'list\[(.+)\]', type_):
+        return isinstance(value, list) and all(_fits(m.group(1), v) for v in value)
     if type_ not in _SCALARS: raise ConfigError(f"unsupported parameter type {type_!r}")
     if type_ != 'bool' and isinstance(value, bool): return False
     if type_ == 'float' and isinstance(value, float) and not math.isfinite(value): return False
@@ -76,7 +77,8 @@ def parameters_source(path):
     "The source of the cell tagged `parameters` in the notebook at `path`."
     nb = json.loads(Path(path).read_text())
     cells = [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
-    if len(cells) != 1: raise ConfigError(f"{Path(path).name}: expected one cell tagged 'parameters', found {len(cells)}")
+    if len(cells) != 1:
+        raise ConfigError(f"{Path(path).name}: expected one cell tagged 'parameters', found {len(cells)}")
     src = cells[0]['source']
     return ''.join(src) if isinstance(src, list) else src
 
@@ -99,7 +101,8 @@ def check_parameters(values, params, where=''):
 # %% ../nbs/13_params.ipynb #9d2a7e0c
 def _names(source):
     "Names assigned at the top level of `source`."
-    return [t.id for n in ast.parse(source).body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)]
+    assigns = [n for n in ast.parse(source).body if isinstance(n, ast.Assign)]
+    return [t.id for n in assigns for t in n.targets if isinstance(t, ast.Name)]
 
 def check_kernel_parameters():
     "Called in the cell right after the parameters cell: refuse injected unknown names and ill-typed values."

@@ -134,33 +134,39 @@ def clock(seconds):
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 def describe(s, label=''):
-    "One line of text for the summary `s` of a run named `label`."
+    "One line of text for the summary `s` of a run named `label`: how far and how long left first, then where."
     parts = [label] if label else []
     imp = s['stage'] in ('training', 'evaluation') and s['rounds'] is not None
     if imp and s['finished']: parts.append(f"trained {s['levels_done']}/{s['levels']} levels in {s['round']} rounds")
     elif imp:
-        parts.append(f"{s['stage']} {s['detail']}".strip())
-        if s['seconds'] is not None: parts.append(f"{s['seconds']:.1f} s/round")
         if s['work']: parts.append(f"{min(100 * s['work_done'] / s['work'], 100):.0f}%")
         if s['eta_seconds'] is not None: parts.append(f"ETA {clock(s['eta_seconds'])}")
+        parts.append(f"{s['stage']} {s['detail']}".strip())
+        if s['seconds'] is not None: parts.append(f"{s['seconds']:.1f} s/round")
     else: parts.append(f"{s['stage']} {s['detail']}".strip() if s['stage'] else 'starting')
     return ' · '.join(parts)
 
 # %% ../nbs/12_progress.ipynb #29c59d62
 @contextmanager
 def watch(path, label='', enabled=True, interval=0.5):
-    "Show the progress events written to `path` as one live line on stderr while the body runs."
+    "Show the progress events in `path` on stderr while the body runs: a live line, or a line per step in a log."
     if not enabled:
         yield
         return
     from tqdm.std import tqdm
-    line = tqdm(total=None, bar_format='{desc}', file=sys.stderr)
-    stop = threading.Event()
+    tty = sys.stderr.isatty()
+    line = tqdm(total=None, bar_format='{desc}', file=sys.stderr) if tty else None
+    stop, last = threading.Event(), [None]
     def show():
-        try: text = describe(summary(read_events(path)), label)
-        except (ValueError, KeyError, TypeError) as e: text = f"{label} · unreadable progress: {e!r}"
-        text = text[:shutil.get_terminal_size().columns - 1]
-        if text != line.desc: line.set_description_str(text)
+        try: s = summary(read_events(path))
+        except (ValueError, KeyError, TypeError) as e: s = None
+        text = describe(s, label) if s else f"{label} · unreadable progress"
+        if tty:
+            text = text[:shutil.get_terminal_size().columns - 1]
+            if text != line.desc: line.set_description_str(text)
+        elif s is None or (s['stage'], s['round'], s['detail'], s['finished']) != last[0]:
+            last[0] = s and (s['stage'], s['round'], s['detail'], s['finished'])
+            print(text, file=sys.stderr, flush=True)
     def follow():
         while not stop.wait(interval): show()
     thread = threading.Thread(target=follow, name='progress watch', daemon=True)
@@ -170,4 +176,4 @@ def watch(path, label='', enabled=True, interval=0.5):
         stop.set()
         thread.join()
         show()
-        line.close()
+        if tty: line.close()

@@ -99,7 +99,7 @@ class _Tables:
             self.add(path + (group[0],), [{**row, col: _number(k), **{g: nested[g][k] for g in group}} for k in keys])
 
 # %% ../nbs/14_results.ipynb #2910d1b1
-def flatten_metrics(metrics, names=None, skip=('parameters', 'provenance')):
+def flatten_metrics(metrics, names=None, skip=('parameters', 'provenance', 'run')):
     "Tables (name → DataFrame) of a figure's `metrics.json` dict; `names` maps a table to its key column(s)."
     t = _Tables(KEY_NAMES if names is None else names)
     for k, v in metrics.items():

@@ -53,6 +53,7 @@ def test_a_run_lands_whole_with_typed_parameters_and_provenance(isolated, capfd)
     assert m["run"]["name"] == "smoke" and m["run"]["preset"] == "smoke" and m["run"]["seconds"] > 0
     text = (run_dir / "fig3a_effective_params.ipynb").read_text()
     assert ".running" not in text and "TqdmWarning" not in text and "IProgress" not in text
+    assert json.loads(text)["metadata"]["papermill"]["input_path"] == "nbs/figures/fig3a_effective_params.ipynb"
     out = capfd.readouterr()
     assert "without encryption" not in out.err and "1 of 1 runs succeeded" in out.out
 

@@ -69,7 +69,7 @@ def test_summary_and_eta():
     assert s['eta_seconds'] == pytest.approx(50.0)
     assert summary(_events(), now=500.0)['eta_seconds'] == 0.0
     assert progress.eta(40.0, 80.0, 200.0) == pytest.approx(60.0)
-    line = '[1/4] fig2 · training round 2/4 · 6 traj · levels 1–1 · 40.0 s/round · 40% · ETA 0:50'
+    line = '[1/4] fig2 · 40% · ETA 0:50 · training round 2/4 · 6 traj · levels 1–1 · 40.0 s/round'
     assert describe(s, '[1/4] fig2') == line
     end = _events() + [dict(event='done', t=300.0), dict(event='stage', t=301.0, stage='plotting', detail='')]
     assert summary(end)['eta_seconds'] is None
@@ -169,8 +169,8 @@ def test_watch_renders_and_stops(tmp_path, capsys, monkeypatch):
     assert not [t for t in threading.enumerate() if t.name == 'progress watch']
     err = capsys.readouterr().err
     shown = [s.strip() for s in err.replace('\n', '\r').split('\r') if s.strip()]
-    assert any(s.startswith('[1/2] demo · training round 1/2') for s in shown)
-    assert any('round 2/2 · 1 traj · levels 1–1 · 0.1 s/round · 60% · ETA' in s for s in shown)
+    assert any(s.startswith('[1/2] demo · 0% · training round 1/2') for s in shown)
+    assert any(s.startswith('[1/2] demo · 60% · ETA') and 'round 2/2 · 1 traj · levels 1–1 · 0.1 s/round' in s for s in shown)
     assert shown[-1] == '[1/2] demo · saving' and err.endswith('\n')
     with watch(path, 'off', enabled=False): pass
     assert capsys.readouterr().err == ''
