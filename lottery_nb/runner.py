@@ -251,7 +251,8 @@ def _state(d):
         return 'failed', err[0]
     if not (d / 'metrics.json').exists(): return 'incomplete', 'no metrics.json'
     m = read_json(d / 'metrics.json')
-    return 'done', m.get('run', {}).get('ended') or 'finished before run times were recorded'
+    ended = m.get('run', {}).get('ended')
+    return 'done', f"ended {ended}" if ended else 'finished before run times were recorded'
 
 # %% ../nbs/15_runner.ipynb #14fe23f0
 def status(out_root=None):
