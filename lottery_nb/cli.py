@@ -21,9 +21,10 @@ def _assignments(items, grid=False):
     "A dict from repeated `--set`/`--grid` options."
     return dict(parse_assignment(t, grid) for t in items or [])
 
-def _positive(text):
-    v = int(text)
-    if v < 1: raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+def _positive_int(text):
+    try: v = int(text)
+    except ValueError: v = 0
+    if v < 1: raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return v
 
 def _parser():
@@ -33,7 +34,7 @@ def _parser():
     b = sub.add_parser('bench', help='measure the bank engine against the per-model loop (prints figures)')
     b.add_argument('--quick', action='store_true', help='a smoke-sized run')
     b.add_argument('--device', help='cpu or cuda (default: CUDA when available)')
-    b.add_argument('--replicates', type=int, default=5)
+    b.add_argument('--replicates', type=_positive_int, default=5)
     for cmd in ('params', 'run'):
         s = sub.add_parser(cmd, help='show the runs a command would make' if cmd == 'params' else 'run figures')
         s.add_argument('figure', help="figure name or prefix, or 'all'")
@@ -44,7 +45,7 @@ def _parser():
         s.add_argument('--store', help='run store folder (default $LOTTERY_NB_STORE or outputs/store)')
         s.add_argument('--force', action='store_true', help='replace finished run folders')
         if cmd == 'run':
-            s.add_argument('--timeout', type=_positive, help='seconds allowed per notebook cell')
+            s.add_argument('--timeout', type=_positive_int, help='seconds allowed per notebook cell')
             s.add_argument('--no-progress', action='store_true', help='no live progress line')
     for cmd, what in (('status', 'what every output folder holds'), ('claims', 'write outputs/CLAIMS.md')):
         s = sub.add_parser(cmd, help=what)

@@ -66,12 +66,17 @@ def seed_everything(seed):
 
 # %% ../nbs/00_core.ipynb #a207418e
 def get_device(device=None):
-    "The `torch.device` to use: `device` if given, else CUDA when available, else CPU."
+    "The `torch.device` to use: `device` if given ('cpu', 'cuda', 'cuda:N'), else CUDA when available, else CPU."
     if device is None or device == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    dev = torch.device(device)
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError): dev = None
+    if dev is None or dev.type not in ('cpu', 'cuda'):
+        raise ConfigError(f"unknown device {device!r}; expected 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == 'cuda' and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 # %% ../nbs/00_core.ipynb #a6436b7c

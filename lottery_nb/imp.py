@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'LIVE', 'COSTS', 'PAPER_SCALE', 'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed',
-           'build_dataset', 'build_model', 'level_metrics', 'run_imp', 'model_sizes', 'next_count', 'plan_trajectory',
-           'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds', 'Sweep', 'run_sweeps']
+           'build_dataset', 'build_model', 'level_metrics', 'free_memory', 'check_memory', 'run_imp', 'model_sizes',
+           'next_count', 'plan_trajectory', 'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds',
+           'Sweep', 'run_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from .calibration import ece, posterior_gap
 from .core import ConfigError, check_choice, check_float, check_int, derive_seed, get_device, provenance, utc_now
-from .data import DATASETS, make_dataset, noisy_posterior, posterior
+from .data import DATASETS, TASKS, Mixture, check_noise, make_dataset, noisy_posterior, posterior
 from .models import ARCHS, BIAS_INITS, FCN, arch_sizes, count_params, make_model, output_layer, prunable
 from .progress import reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
@@ -56,8 +57,15 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
                rewind_step=check_int('rewind_step', rewind_step, 0),
                bias_init=check_choice('bias_init', bias_init or d['bias_init'], BIAS_INITS), seed=check_int('seed', seed, 0))
     dd = cfg['data']
-    if 'noise' in dd: check_float('noise', dd['noise'], 0, 1, hi_open=True)
-    if 'nu' in dd: check_float('nu', dd['nu'], 0, None, lo_open=True)
+    check_noise(dd['noise'], dd['noise_mode'])
+    check_int('seed', dd['seed'], 0)
+    if dataset in TASKS:
+        Mixture(dataset, dd['nu'], dd['sigma'], dd['dim'], dd['direction_seed'])  # checks nu, sigma, dim
+        check_int('n_train', dd['n_train'], 2)
+        check_int('n_test', dd['n_test'], 2)
+    else:
+        for k in ('n_train', 'n_test'):
+            if dd[k] is not None: check_int(k, dd[k], 1)
     return cfg
 
 def config_label(cfg):
@@ -98,6 +106,33 @@ def level_metrics(train_logits, test_logits, ds, true_posterior=None):
         m['posterior_gap'] = posterior_gap(pt, ps)
         m['noisy_posterior_gap'] = posterior_gap(pt, noisy_posterior(ps, ds.noise, ds.noise_mode))
     return m, pt.float()
+
+# %% ../nbs/07_imp.ipynb #9d66369d
+_SHAPES = {'mnist': (784, 10)}  # (inputs, classes) of real datasets; mixtures use (dim, 2)
+
+def _weights(cfg):
+    "Weights and biases of a configuration's model."
+    d, k = _SHAPES.get(cfg['dataset']) or (cfg['data']['dim'], 2)
+    sizes = arch_sizes(cfg['arch'], cfg['width'], d, k)
+    return sum((a + 1) * b for a, b in zip(sizes, sizes[1:]))
+
+def free_memory(device):
+    "Bytes free on `device` (`None` when unknown)."
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    try: info = dict(l.split(':', 1) for l in open('/proc/meminfo'))
+    except OSError: return None
+    return int(info['MemAvailable'].split()[0]) * 1024 if 'MemAvailable' in info else None
+
+def check_memory(configs, device, floats_per_weight=6):
+    "Refuse `configs` whose models (about `floats_per_weight` floats per weight) cannot fit in free memory."
+    need = sum(_weights(c) for c in configs) * floats_per_weight * 4
+    free = free_memory(device)
+    if free is not None and need > free:
+        big = max(configs, key=_weights)
+        raise ConfigError(f"the {len(configs)} model(s) need about {need / 2**30:.1f} GiB, more than the "
+                          f"{free / 2**30:.1f} GiB free on {device}; the largest is {config_label(big)} "
+                          f"({_weights(big):,} weights)")
+    return need
 
 # %% ../nbs/07_imp.ipynb #cc81e70e
 def _keep(keep_weights, total):
@@ -191,6 +226,7 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     if min_params is not None: check_int('min_params', min_params, 0)
     store = store if isinstance(store, RunStore) else RunStore(store)
     device = get_device(device)
+    check_memory(configs, device)
     runs = [store.open(c, config_label(c)) for c in configs]
     rep = reporter(draw=progress)
 

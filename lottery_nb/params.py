@@ -27,6 +27,7 @@ class Param:
     default: object
     help: str = ''
     choices: tuple = ()  # the only strings allowed, from '{a, b}' at the end of the help
+    bounds: str = ''     # the range of a number, e.g. '[0, 1)', from the end of the help
 
 def _comment(line, col):
     "The text of a `#` comment that starts at or after column `col` of `line`."
@@ -34,6 +35,8 @@ def _comment(line, col):
     return line[i + 1:].strip() if i >= 0 else ''
 
 # %% ../nbs/13_params.ipynb #769e16cc
+_BOUNDS = r'[\[(]\s*-?(?:inf|[\d.]+(?:e-?\d+)?)\s*,\s*-?(?:inf|[\d.]+(?:e-?\d+)?)\s*[\])]'
+
 def parse_parameters(source):
     "The `Param`s of a parameters cell's source, in order; refuses unannotated or non-literal lines."
     lines, out = source.splitlines(), {}
@@ -46,7 +49,8 @@ def parse_parameters(source):
         help = _comment(lines[node.end_lineno - 1], node.end_col_offset)
         m = re.search(r'\{([^{}]*)\}\s*$', help)
         choices = tuple(c.strip() for c in m.group(1).split(',')) if m else ()
-        out[name] = Param(name, ast.unparse(node.annotation), default, help, choices)
+        b = re.search(_BOUNDS + r'\s*$', help)
+        out[name] = Param(name, ast.unparse(node.annotation), default, help, choices, b.group(0).strip() if b else '')
     return out
 
 # %% ../nbs/13_params.ipynb #8de82243
@@ -63,13 +67,22 @@ def _fits(type_, value):
     return isinstance(value, _SCALARS[type_])
 
 # %% ../nbs/13_params.ipynb #be89f289
+def _inside(bounds, x):
+    "Whether the number `x` lies in the interval written `bounds`, e.g. '[0, 1)'."
+    lo, hi = (float(t) for t in bounds[1:-1].split(','))
+    return (x > lo if bounds[0] == '(' else x >= lo) and (x < hi if bounds[-1] == ')' else x <= hi)
+
 def check_value(p, value):
-    "`value` if it fits parameter `p` (its type and choices), else a `ConfigError` naming both."
+    "`value` if it fits parameter `p` (type, choices, range, a non-empty list), else a `ConfigError` naming both."
     if not _fits(p.type, value):
         hint = f"; write a list, e.g. [{value}]" if p.type.startswith('list') and not isinstance(value, list) else ''
         raise ConfigError(f"parameter {p.name!r} expects {p.type}, got {value!r} ({type(value).__name__}){hint}")
-    if p.choices and isinstance(value, str) and value not in p.choices:
+    items = value if isinstance(value, list) else [value]
+    if isinstance(value, list) and not value: raise ConfigError(f"parameter {p.name!r} needs at least one value, got []")
+    if p.choices and any(isinstance(v, str) and v not in p.choices for v in items):
         raise ConfigError(f"parameter {p.name!r} must be one of {list(p.choices)}, got {value!r}")
+    if p.bounds and any(not isinstance(v, bool) and isinstance(v, (int, float)) and not _inside(p.bounds, v) for v in items):
+        raise ConfigError(f"parameter {p.name!r} must lie in {p.bounds}, got {value!r}")
     return value
 
 # %% ../nbs/13_params.ipynb #9a272e60

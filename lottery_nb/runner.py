@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from . import progress
-from .core import ConfigError, outputs_root, project_root, provenance, store_root, utc_now
+from .core import ConfigError, get_device, outputs_root, project_root, provenance, store_root, utc_now
 from .params import check_parameters, check_value, notebook_parameters
 from .store import config_hash, read_json, write_json
 
@@ -100,6 +100,13 @@ def shown(path):
 # %% ../nbs/15_runner.ipynb #8113f91f
 _PATHS = ('out_dir', 'store_dir')
 
+def _writable(option, path):
+    "Refuse a folder `path` that is a file or cannot be written (checked at its nearest existing parent)."
+    path = Path(path).resolve()
+    if path.exists() and not path.is_dir(): raise ConfigError(f"{option} {shown(path)} is a file, not a folder")
+    top = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(top, os.W_OK | os.X_OK): raise ConfigError(f"{option} {shown(path)} cannot be written ({top} is read-only)")
+
 def plan(figure, preset=None, grid=None, overrides=None, out_root=None, store=None, force=False):
     "The `Run`s of one figure, every parameter checked and no finished folder overwritten without `force`."
     name, nb = find_figure(figure)
@@ -117,6 +124,8 @@ def plan(figure, preset=None, grid=None, overrides=None, out_root=None, store=No
                 raise ConfigError(f"{where} {k!r} needs a non-empty list of values")
             for v in vals: check_parameters({k: v}, params, name)
     check_parameters({**(pre.get('params') or {}), **overrides}, params, name)
+    _writable('--out', outputs_root(out_root))
+    _writable('--store', store_root(store))
     store = shown(store_root(store))
     runs = []
     for point in expand_grid(pre.get('grid')):
@@ -125,6 +134,7 @@ def plan(figure, preset=None, grid=None, overrides=None, out_root=None, store=No
             rname = run_name(preset, point, over)
             out = (Path(outputs_root(out_root)) / name / rname).resolve()
             p = {**(pre.get('params') or {}), **point, **over, 'store_dir': store}
+            if 'device' in params: get_device(p.get('device', params['device'].default))
             runs.append(Run(name, nb, rname, out, p, preset, over))
     for r in runs:
         if r.out.exists() and not force:

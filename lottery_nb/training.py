@@ -33,7 +33,9 @@ class TrainConfig:
         check_int('epochs', self.epochs, 0); check_int('batch_size', self.batch_size)
         check_float('lr', self.lr, 0, None, lo_open=True); check_float('momentum', self.momentum, 0, 1, hi_open=True)
         check_float('weight_decay', self.weight_decay, 0); check_float('gamma', self.gamma, 0, None, lo_open=True)
-        object.__setattr__(self, 'milestones', tuple(int(m) for m in self.milestones))
+        if not isinstance(self.milestones, (list, tuple)):
+            raise ConfigError(f"milestones must be a list of epochs, got {self.milestones!r}")
+        object.__setattr__(self, 'milestones', tuple(check_int('milestone', m) for m in self.milestones))
 
     def steps_per_epoch(self, n): return math.ceil(n / self.batch_size)
     def total_steps(self, n): return self.epochs * self.steps_per_epoch(n)

@@ -72,17 +72,18 @@ def test_overrides_get_their_own_folder_and_finished_runs_need_force(isolated, c
 
 def test_a_failed_run_is_kept_aside_and_the_good_one_stays(isolated, capsys):
     assert _run(isolated, "--set", "epochs=1") == 0
-    code = main(["run", "figS1", "--grid", "epochs=-1,1", "--out", str(isolated / "out"), "--store", str(isolated / "st"),
-                 "--no-progress"])
+    # a width of 10^8 passes every check of the parameters, and is refused by the memory check in the kernel
+    code = main(["run", "figS1", "--grid", "starts=[100000000],[8]", "--out", str(isolated / "out"),
+                 "--store", str(isolated / "st"), "--no-progress"])
     captured = capsys.readouterr()
     assert code == 1 and "1 of 2 runs succeeded" in captured.out
-    assert "ConfigError" in captured.err and "epochs must be" in captured.err and "cell" in captured.err
+    assert "ConfigError" in captured.err and "GiB" in captured.err and "cell" in captured.err
     fig = isolated / "out" / "figS1_error_vs_nu"
-    assert sorted(p.name for p in fig.iterdir()) == ["custom--epochs=-1.failed", "custom--epochs=1"]
-    assert "epochs must be" in (fig / "custom--epochs=-1.failed" / "error.txt").read_text()
+    assert sorted(p.name for p in fig.iterdir()) == ["custom--starts=100000000.failed", "custom--starts=8"]
+    assert "w100000000" in (fig / "custom--starts=100000000.failed" / "error.txt").read_text()
     rows = {(r["figure"], r["run"]): r for r in status(isolated / "out")}
-    assert rows[("figS1_error_vs_nu", "custom--epochs=-1")]["state"] == "failed"
-    assert rows[("figS1_error_vs_nu", "custom--epochs=1")]["state"] == "done"
+    assert rows[("figS1_error_vs_nu", "custom--starts=100000000")]["state"] == "failed"
+    assert rows[("figS1_error_vs_nu", "custom--starts=8")]["state"] == "done"
     assert rows[("fig3a_effective_params", "smoke--epochs=1")]["state"] == "done"
     assert rows[("fig2_double_descent", "cpu")]["state"] == "not started"
 

@@ -1,0 +1,138 @@
+"""The bad-input catalogue: every case is refused before any compute, with a message naming the parameter,
+the value and what is allowed; the CLI exits 2 without a traceback and creates nothing."""
+import os
+
+import pytest
+import torch
+
+from lottery_nb.analysis import best_pruned
+from lottery_nb.cli import main
+from lottery_nb.core import ConfigError, get_device
+from lottery_nb.imp import Sweep, check_memory, imp_config, run_imp
+
+CLI = [  # (arguments after `run`, message)
+    (["fig9"], "unknown figure 'fig9'"),
+    (["fig"], "figure 'fig' is ambiguous"),
+    (["fig2", "--preset", "nope"], "unknown preset 'nope'"),
+    (["fig2", "--set", "widht=3"], "unknown parameter(s) ['widht']"),
+    (["fig2", "--set", "widths=8"], "'widths' expects list[int], got 8 (int); write a list, e.g. [8]"),
+    (["fig2", "--set", "widths=foo"], "'widths' expects list[int], got 'foo' (str)"),
+    (["fig2", "--set", "widths=[2,0]"], "'widths' must lie in [1, inf), got [2, 0]"),
+    (["fig2", "--set", "widths=[]"], "'widths' needs at least one value"),
+    (["fig2", "--set", "starts=[2.5]"], "'starts' expects list[int], got [2.5]"),
+    (["fig2", "--set", "epochs=2.5"], "'epochs' expects int, got 2.5 (float)"),
+    (["fig2", "--set", "epochs=0"], "'epochs' must lie in [1, inf), got 0"),
+    (["fig2", "--set", "epochs=true"], "'epochs' expects int, got True (bool)"),
+    (["fig2", "--set", "replicates=0"], "'replicates' must lie in [1, inf), got 0"),
+    (["fig2", "--set", "noise=1.5"], "'noise' must lie in [0, 1), got 1.5"),
+    (["fig2", "--set", "noise=-0.1"], "'noise' must lie in [0, 1), got -0.1"),
+    (["fig2", "--set", "tau=abc"], "'tau' expects float, got 'abc' (str)"),
+    (["fig2", "--set", "tau=2"], "'tau' must lie in [0, 1], got 2"),
+    (["fig2", "--set", "rule=foo"], "'rule' must be one of ['paper', 'argmin'], got 'foo'"),
+    (["fig2", "--set", "n_train=1"], "'n_train' must lie in [2, inf), got 1"),
+    (["fig2", "--set", "linear_nus=[0]"], "'linear_nus' must lie in (0, inf), got [0]"),
+    (["fig2", "--set", "xor_nus=0.6"], "'xor_nus' expects list[float], got 0.6 (float)"),
+    (["fig2", "--set", "linear_nus=[0.2, a]"], "'linear_nus' expects list[float], got [0.2, 'a']"),
+    (["fig2", "--set", "min_params=-1"], "'min_params' must lie in [0, inf), got -1"),
+    (["fig2", "--set", "levels=-2"], "'levels' must lie in [0, inf), got -2"),
+    (["fig2", "--set", "device=tpu"], "unknown device 'tpu'; expected 'cpu', 'cuda' or 'cuda:N'"),
+    (["fig2", "--set", "out_dir=x"], "parameter 'out_dir' is set by the runner; use --out and --store"),
+    (["fig2", "--set", "store_dir=x"], "parameter 'store_dir' is set by the runner"),
+    (["fig2", "--set", "epochs"], "--set expects NAME=VALUE, got 'epochs'"),
+    (["fig2", "--set", "=3"], "--set expects NAME=VALUE, got '=3'"),
+    (["fig2", "--grid", "noise="], "--grid 'noise=': a value is empty"),
+    (["fig2", "--grid", "noise=0.1,,0.2"], "a value is empty"),
+    (["fig2", "--grid", "xor_nus=[0.2"], "cannot read a value"),
+    (["fig2", "--grid", "epochs=1,x"], "'epochs' expects int, got 'x' (str)"),
+    (["fig2", "--grid", "widht=1,2"], "unknown parameter(s) ['widht']"),
+    (["fig5", "--set", "width=0"], "'width' must lie in [1, inf), got 0"),
+    (["fig5", "--set", "n_bins=0"], "'n_bins' must lie in [1, inf), got 0"),
+    (["fig5", "--set", "linear_nu=[0.2]"], "'linear_nu' expects float, got [0.2] (list)"),
+    (["fig3a", "--set", "nus=[0.4,-1]"], "'nus' must lie in (0, inf), got [0.4, -1]"),
+]
+
+
+@pytest.mark.parametrize("args, message", CLI, ids=[" ".join(a) for a, _ in CLI])
+def test_cli_refuses_before_running(isolated, capsys, args, message):
+    out = isolated / "o"
+    assert main(["run", *args, "--out", str(out), "--store", str(isolated / "s")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists() and not (isolated / "s").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cli_refuses_cuda_without_a_gpu(isolated, capsys):
+    assert main(["run", "fig2", "--set", "device=cuda", "--out", str(isolated / "o")]) == 2
+    assert "device 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--out", "--store"])
+def test_cli_refuses_a_file_for_a_folder(isolated, capsys, option):
+    f = isolated / "a_file"
+    f.write_text("")
+    args = ["run", "fig2", "--out", str(isolated / "o"), "--store", str(isolated / "s")]
+    args[args.index(option) + 1] = str(f)
+    assert main(args) == 2
+    assert f"{option} {f} is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into read-only folders")
+def test_cli_refuses_a_read_only_out(isolated, capsys):
+    ro = isolated / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    assert main(["run", "fig2", "--out", str(ro / "x")]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_cli_refuses_to_overwrite_a_finished_run(isolated, capsys):
+    (isolated / "o" / "fig2_double_descent" / "smoke").mkdir(parents=True)
+    assert main(["run", "fig2", "--preset", "smoke", "--out", str(isolated / "o")]) == 2
+    assert "holds a finished run; pass --force to replace it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["run", "fig2", "--timeout", "0"], ["bench", "--replicates", "0"],
+                                  ["bench", "--replicates", "x"]])
+def test_argument_types_are_refused_by_the_parser(capsys, args):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and "must be a positive integer" in capsys.readouterr().err
+
+
+LIBRARY = [
+    (lambda: imp_config("cifar", 4), "unknown dataset 'cifar'"),
+    (lambda: imp_config("linear", 0), "width must be an integer >= 1, got 0"),
+    (lambda: imp_config("linear", 4, data=dict(sigma=-1)), "sigma must be a number in (0, None], got -1"),
+    (lambda: imp_config("linear", 4, data=dict(n_train=1)), "n_train must be an integer >= 2, got 1"),
+    (lambda: imp_config("linear", 4, data=dict(noise_mode="x")), "unknown noise_mode 'x'"),
+    (lambda: imp_config("linear", 4, data=dict(noise=1.0)), "noise must be a number in [0, 1), got 1.0"),
+    (lambda: imp_config("linear", 4, data=dict(foo=1)), "unknown data parameter(s) ['foo']"),
+    (lambda: imp_config("xor", 4, data=dict(nu=0)), "nu must be a number in (0, None], got 0"),
+    (lambda: imp_config("linear", 4, data=dict(dim=1)), "dim must be an integer >= 2, got 1"),
+    (lambda: imp_config("linear", 4, train=dict(milestones=5)), "milestones must be a list of epochs, got 5"),
+    (lambda: imp_config("linear", 4, train=dict(milestones=["a"])), "milestone must be an integer >= 1, got 'a'"),
+    (lambda: imp_config("linear", 4, train=dict(lr=0)), "lr must be a number in (0, None], got 0"),
+    (lambda: imp_config("linear", 4, train=dict(epoch=3)), "unknown train parameter(s) ['epoch']"),
+    (lambda: imp_config("linear", 4, prune_rule="x"), "unknown prune_rule 'x'"),
+    (lambda: imp_config("linear", 4, prune_fraction=1.5), "prune_fraction must be a number in (0, 1), got 1.5"),
+    (lambda: imp_config("mnist", 4, data=dict(n_train=0)), "n_train must be an integer >= 1, got 0"),
+    (lambda: get_device("tpu"), "unknown device 'tpu'"),
+    (lambda: check_memory([imp_config("linear", 10**8)], torch.device("cpu")), "linear_nu0.2_fcn2_w100000000_r0"),
+    (lambda: best_pruned([dict(level=0, train_error=0.1, test_error=0.2, counted=5)], "mode"), "unknown rule 'mode'"),
+    (lambda: run_imp([imp_config("linear", 4)], -1), "levels must be an integer >= 0, got -1"),
+    (lambda: Sweep("linear", [0], [4]), "width must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("call, message", LIBRARY, ids=[m for _, m in LIBRARY])
+def test_library_refuses_with_a_named_error(tmp_path, monkeypatch, call, message):
+    monkeypatch.setenv("LOTTERY_NB_STORE", str(tmp_path / "store"))
+    with pytest.raises(ConfigError) as e:
+        call()
+    assert message in str(e.value)
+    assert not (tmp_path / "store").exists()
+
+
+def test_the_catalogue_has_at_least_forty_cases():
+    assert len(CLI) + len(LIBRARY) + 8 >= 40
