@@ -51,6 +51,9 @@ def _parser():
         s = sub.add_parser(cmd, help=what)
         s.add_argument('--out', help='outputs root (default $LOTTERY_NB_OUTPUTS or outputs/)')
         if cmd == 'status': s.add_argument('--store', nargs='?', const='', help='also summarise a run store')
+    v = sub.add_parser('verify', help='check every record of a run store; --repair removes what cannot be trusted')
+    v.add_argument('--store', help='run store folder (default $LOTTERY_NB_STORE or outputs/store)')
+    v.add_argument('--repair', action='store_true', help='remove damaged records so that they are recomputed')
     return p
 
 # %% ../nbs/10_cli.ipynb #69f1d918
@@ -92,11 +95,24 @@ def _claims(a):
     print(Path(path).read_text())
     print(f"written to {shown(path)}")
 
+def _verify(a):
+    "Print every problem of the store; 1 if some remain unrepaired."
+    from lottery_nb.store import RunStore, problems, repair
+    store = RunStore(a.store)
+    runs = sorted(d for d in store.root.iterdir() if d.is_dir()) if store.root.is_dir() else []
+    found = {d.name: (repair if a.repair else problems)(store, d) for d in runs}
+    for name, ps in found.items():
+        for _, msg in ps: print(f"{'repaired: ' if a.repair else ''}{msg}")
+    n = sum(map(len, found.values()))
+    print(f"{len(runs)} run(s) checked, {n} problem(s){' repaired' if a.repair and n else ''}")
+    return 1 if n and not a.repair else 0
+
 # %% ../nbs/10_cli.ipynb #c6df2df0
 def main(argv=None):
     "Entry point of the `lottery-nb` command."
     a = _parser().parse_args(argv)
     try:
+        if a.cmd == 'verify': return _verify(a)
         if a.cmd in ('bench', 'list', 'status', 'claims'):
             {'bench': _bench, 'list': _list, 'status': _status, 'claims': _claims}[a.cmd](a)
             return 0

@@ -11,6 +11,7 @@ __all__ = ['DEFAULTS', 'LIVE', 'COSTS', 'PAPER_SCALE', 'imp_config', 'config_lab
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -23,7 +24,7 @@ from .data import DATASETS, TASKS, Mixture, check_noise, make_dataset, noisy_pos
 from .models import ARCHS, BIAS_INITS, FCN, arch_sizes, count_params, make_model, output_layer, prunable
 from .progress import reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
-from .store import RunStore, canonical
+from .store import RunStore, canonical, repair, run_name
 from .training import ENGINES, TrainConfig, predict, train_models
 
 # %% ../nbs/07_imp.ipynb #83cb711a
@@ -227,6 +228,9 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     store = store if isinstance(store, RunStore) else RunStore(store)
     device = get_device(device)
     check_memory(configs, device)
+    for c in configs:  # damaged, edited or missing records are removed and recomputed, never used
+        if (d := store.root / run_name(c, config_label(c))).is_dir():
+            for _, msg in repair(store, d): print(f"run store: {msg}; repaired", file=sys.stderr)
     runs = [store.open(c, config_label(c)) for c in configs]
     rep = reporter(draw=progress)
 

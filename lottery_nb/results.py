@@ -162,6 +162,8 @@ def _flat(d, prefix=''):
 def _store(store): return store if isinstance(store, RunStore) else RunStore(store)
 
 # %% ../nbs/14_results.ipynb #fc599d2e
+_RECORD_KEYS = ('files', 'checksum')  # the store's own checks, not results
+
 def trajectories(store=None, configs=None, **where):
     "One row per stored level of every run in `store` among `configs` (default: all) whose fields match `where`."
     store = _store(store)
@@ -177,7 +179,9 @@ def trajectories(store=None, configs=None, **where):
         base = dict(run=name, dataset=c.get('dataset'), nu=data.get('nu'), noise=data.get('noise'), arch=c.get('arch'),
                     width=c.get('width'), replicate=c.get('replicate'))
         run = store.root / name
-        rows += [{**base, 'level': l, **_flat(store.level_metrics(run, l))} for l in store.levels(run)]
+        for l in store.levels(run):
+            m = {k: v for k, v in store.level_metrics(run, l).items() if k not in _RECORD_KEYS}
+            rows.append({**base, 'level': l, **_flat(m)})
     cols = list(dict.fromkeys([*BASE_COLUMNS, *(k for r in rows for k in r)]))
     return pd.DataFrame(rows, columns=cols)
 
