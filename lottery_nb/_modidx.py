@@ -2,6 +2,7 @@
 
 d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url': '', 'lib_path': 'lottery_nb'},
   'syms': { 'lottery_nb.analysis': { 'lottery_nb.analysis._missing': ('analysis.html#_missing', 'lottery_nb/analysis.py'),
+                                     'lottery_nb.analysis._same_depth': ('analysis.html#_same_depth', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.best_pruned': ('analysis.html#best_pruned', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.best_small_full': ('analysis.html#best_small_full', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.brief': ('analysis.html#brief', 'lottery_nb/analysis.py'),

@@ -23,9 +23,19 @@ METRICS = ('counted', 'train_error', 'train_error_clean', 'test_error', 'test_er
 
 def _missing(v): return isinstance(v, float) and math.isnan(v)
 
-def mean_rows(rows, by=('dataset', 'nu', 'noise', 'arch', 'width', 'level')):
+def _same_depth(rows, by):
+    "Refuse trajectories (groups of `by` without its last key) whose replicates hold different numbers of levels."
+    depth = defaultdict(lambda: defaultdict(int))
+    for r in rows: depth[tuple(r.get(k) for k in by[:-1])][r.get('replicate')] += 1
+    for key, reps in depth.items():
+        if len(set(reps.values())) > 1:
+            raise ConfigError(f"replicates of {dict(zip(by[:-1], key))} hold different numbers of levels "
+                              f"({dict(sorted(reps.items(), key=str))}); finish them, or pass partial=True")
+
+def mean_rows(rows, by=('dataset', 'nu', 'noise', 'arch', 'width', 'level'), partial=False):
     "Average `rows` (dicts or a DataFrame) over replicates: per group of `by`, the mean and std of every metric and `n`."
     if hasattr(rows, 'to_dict'): rows = [{k: v for k, v in r.items() if not _missing(v)} for r in rows.to_dict('records')]
+    if not partial: _same_depth(rows, by)
     groups = defaultdict(list)
     for r in rows: groups[tuple(r.get(k) for k in by)].append(r)
     out = []

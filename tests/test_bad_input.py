@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from lottery_nb.analysis import best_pruned
+from lottery_nb.analysis import best_pruned, mean_rows
 from lottery_nb.cli import main
 from lottery_nb.core import ConfigError, get_device
 from lottery_nb.imp import Sweep, check_memory, imp_config, run_imp
@@ -122,6 +122,8 @@ LIBRARY = [
     (lambda: best_pruned([dict(level=0, train_error=0.1, test_error=0.2, counted=5)], "mode"), "unknown rule 'mode'"),
     (lambda: run_imp([imp_config("linear", 4)], -1), "levels must be an integer >= 0, got -1"),
     (lambda: Sweep("linear", [0], [4]), "width must be an integer >= 1, got 0"),
+    (lambda: mean_rows([dict(width=4, level=0, replicate=0), dict(width=4, level=1, replicate=0),
+                        dict(width=4, level=0, replicate=1)]), "hold different numbers of levels ({0: 2, 1: 1})"),
 ]
 
 
