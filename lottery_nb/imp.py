@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -228,41 +229,44 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     store = store if isinstance(store, RunStore) else RunStore(store)
     device = get_device(device)
     check_memory(configs, device)
-    for c in configs:  # damaged, edited or missing records are removed and recomputed, never used
-        if (d := store.root / run_name(c, config_label(c))).is_dir():
-            for _, msg in repair(store, d): print(f"run store: {msg}; repaired", file=sys.stderr)
-    runs = [store.open(c, config_label(c)) for c in configs]
-    rep = reporter(draw=progress)
+    with ExitStack() as held:  # every trajectory this call advances is held; one sorted order for all runners
+        for name, c in sorted({run_name(c, config_label(c)): c for c in configs}.items()):
+            held.enter_context(store.lock(c, config_label(c)))
+        for c in configs:  # damaged, edited or missing records are removed and recomputed, never used
+            if (d := store.root / run_name(c, config_label(c))).is_dir():
+                for _, msg in repair(store, d): print(f"run store: {msg}; repaired", file=sys.stderr)
+        runs = [store.open(c, config_label(c)) for c in configs]
+        rep = reporter(draw=progress)
 
-    def pending(i):
-        done = store.levels(runs[i])
-        if store.stopped(runs[i]) or (done and done[-1] >= targets[i]): return False
-        return not (done and min_params is not None and store.level_metrics(runs[i], done[-1])['counted'] <= min_params)
+        def pending(i):
+            done = store.levels(runs[i])
+            if store.stopped(runs[i]) or (done and done[-1] >= targets[i]): return False
+            return not (done and min_params is not None and store.level_metrics(runs[i], done[-1])['counted'] <= min_params)
 
-    need = [i for i in range(len(runs)) if pending(i)]
-    first = {_data_key(configs[i]): i for i in reversed(need)}
-    rep.stage('data', f"{len(first)} dataset(s)")
-    datasets = {k: build_dataset(configs[i], data_root).to(device) for k, i in first.items()}
-    _prepare(store, runs, configs, need, datasets, device, engine)
-    plan = plan_rounds(store, runs, configs, need, targets, datasets, min_params, device)
-    work, done = sum(r['work'] for r in plan), sum(len(store.levels(r)) for r in runs)
-    rep.emit('plan', rounds=len(plan), trajectories=len(need), levels=sum(r['trajectories'] for r in plan),
-             levels_done=done, work=work)
-    prov, k, work_done = provenance(device), 0, 0.0
-    try:
-        for grp in _group(need, configs, _schedule).values():
-            while todo := [i for i in grp if pending(i)]:
-                k, t0 = k + 1, time.time()
-                head = f"round {k}/{max(k, len(plan))}"
-                trained = _round(store, runs, configs, todo, datasets, device, engine, keep_weights, prov,
-                                 lambda name, detail: rep.stage(name, f"{head} · {detail}"))
-                work_done += plan[k - 1]['work'] if k <= len(plan) else 0.0
-                done += len(trained)
-                rep.emit('round', round=k, rounds=max(k, len(plan)), trajectories=len(trained),
-                         levels=[min(trained), max(trained)] if trained else [], seconds=time.time() - t0,
-                         work_done=work_done, work=work, levels_done=done,
-                         trajectories_done=sum(not pending(i) for i in need))
-    finally: rep.emit('done')
+        need = [i for i in range(len(runs)) if pending(i)]
+        first = {_data_key(configs[i]): i for i in reversed(need)}
+        rep.stage('data', f"{len(first)} dataset(s)")
+        datasets = {k: build_dataset(configs[i], data_root).to(device) for k, i in first.items()}
+        _prepare(store, runs, configs, need, datasets, device, engine)
+        plan = plan_rounds(store, runs, configs, need, targets, datasets, min_params, device)
+        work, done = sum(r['work'] for r in plan), sum(len(store.levels(r)) for r in runs)
+        rep.emit('plan', rounds=len(plan), trajectories=len(need), levels=sum(r['trajectories'] for r in plan),
+                 levels_done=done, work=work)
+        prov, k, work_done = provenance(device), 0, 0.0
+        try:
+            for grp in _group(need, configs, _schedule).values():
+                while todo := [i for i in grp if pending(i)]:
+                    k, t0 = k + 1, time.time()
+                    head = f"round {k}/{max(k, len(plan))}"
+                    trained = _round(store, runs, configs, todo, datasets, device, engine, keep_weights, prov,
+                                     lambda name, detail: rep.stage(name, f"{head} · {detail}"))
+                    work_done += plan[k - 1]['work'] if k <= len(plan) else 0.0
+                    done += len(trained)
+                    rep.emit('round', round=k, rounds=max(k, len(plan)), trajectories=len(trained),
+                             levels=[min(trained), max(trained)] if trained else [], seconds=time.time() - t0,
+                             work_done=work_done, work=work, levels_done=done,
+                             trajectories_done=sum(not pending(i) for i in need))
+        finally: rep.emit('done')
     return runs
 
 # %% ../nbs/07_imp.ipynb #445df8e7

@@ -4,15 +4,17 @@
 
 # %% auto #0
 __all__ = ['canonical', 'config_hash', 'run_name', 'atomic_write', 'write_json', 'read_json', 'DamagedRecord', 'sealed',
-           'unsealed', 'RunStore', 'problems', 'repair']
+           'unsealed', 'locked', 'RunStore', 'problems', 'repair']
 
 # %% ../nbs/06_store.ipynb #b319f3e5
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,18 @@ def unsealed(path):
         raise DamagedRecord(f"{path} is damaged or was edited: its checksum does not match")
     return m
 
+# %% ../nbs/06_store.ipynb #072533cb
+@contextmanager
+def locked(path, wait=True):
+    "Hold an exclusive lock on the file `path` (created if needed) while the block runs."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a') as f:
+        try: fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError: raise ConfigError(f"{path} is held by another process") from None
+        try: yield path
+        finally: fcntl.lockf(f, fcntl.LOCK_UN)
+
 # %% ../nbs/06_store.ipynb #1d885390
 class RunStore:
     "Persistent trajectories, one folder per configuration; the only place results are written."
@@ -107,10 +121,16 @@ class RunStore:
         d = self.find(config, label)
         if d is not None: return d
         d = self.root / run_name(config, label)
-        write_json(d / 'config.json', config)
-        with open(self.root / 'index.tsv', 'a') as f:
-            f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
+        with locked(self.root / '.index.lock'):  # one line per run, whoever opens it first
+            if not (d / 'config.json').exists(): write_json(d / 'config.json', config)
+            index = self.root / 'index.tsv'
+            if not index.exists() or not any(l.split('\t', 1)[0] == d.name for l in index.read_text().splitlines()):
+                with open(index, 'a') as f: f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
         return d
+
+    def lock(self, config, label='', wait=True):
+        "A context manager holding the trajectory of `config` for this process (see `locked`)."
+        return locked(self.root / run_name(config, label) / 'lock', wait)
 
     def runs(self):
         "`(name, config)` of every run in the store (none if the store folder does not exist)."
@@ -129,7 +149,7 @@ class RunStore:
     def write_level(self, run, level, metrics, arrays=None, state=None):
         "Write a finished level atomically: arrays and state first, `metrics.json` last, then rename."
         final = self.level_dir(run, level)
-        if final.exists(): shutil.rmtree(final)
+        if final.exists(): raise ConfigError(f"{final} is already written; a finished level is never rewritten")
         Path(run).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=run, prefix=final.name + '.', suffix='.tmp'))
         try:
@@ -196,11 +216,12 @@ def _level_problems(store, run, level):
 def problems(store, run):
     "Everything wrong with one run folder, as `(level or None, message)` pairs naming paths; never writes."
     run, out = Path(run), [(None, f"{p} is a leftover temporary entry") for p in sorted(Path(run).glob('*.tmp'))]
+    found = [int(p.name[6:]) for p in run.glob('level_[0-9][0-9][0-9]') if p.is_dir()]
+    if not (run / 'config.json').exists() and not found: return out  # a run that has not started
     try:
         if config_hash(_read(run / 'config.json')) != run.name.rsplit('-', 1)[-1]:
             out.append((None, f"{run / 'config.json'} was edited: it no longer hashes to its folder's name"))
     except DamagedRecord as e: out.append((None, str(e)))
-    found = [int(p.name[6:]) for p in run.glob('level_[0-9][0-9][0-9]') if p.is_dir()]
     for level in range(max(found, default=-1) + 1):
         out += [(level, m) for m in _level_problems(store, run, level)]
     if (run / 'stopped.json').exists():
