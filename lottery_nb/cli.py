@@ -99,7 +99,7 @@ def _verify(a):
     "Print every problem of the store; 1 if some remain unrepaired."
     from lottery_nb.store import RunStore, problems, repair
     store = RunStore(a.store)
-    runs = sorted(d for d in store.root.iterdir() if d.is_dir()) if store.root.is_dir() else []
+    runs = sorted(d for d in store.root.iterdir() if d.is_dir() and d.name != 'rounds') if store.root.is_dir() else []
     found = {d.name: (repair if a.repair else problems)(store, d) for d in runs}
     for name, ps in found.items():
         for _, msg in ps: print(f"{'repaired: ' if a.repair else ''}{msg}")

@@ -11,6 +11,7 @@ __all__ = ['DEFAULTS', 'LIVE', 'COSTS', 'PAPER_SCALE', 'imp_config', 'config_lab
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
 import math
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -25,7 +26,7 @@ from .data import DATASETS, TASKS, Mixture, check_noise, make_dataset, noisy_pos
 from .models import ARCHS, BIAS_INITS, FCN, arch_sizes, count_params, make_model, output_layer, prunable
 from .progress import reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
-from .store import RunStore, canonical, repair, run_name
+from .store import RunStore, canonical, read_json, repair, run_name
 from .training import ENGINES, TrainConfig, predict, train_models
 
 # %% ../nbs/07_imp.ipynb #83cb711a
@@ -171,6 +172,17 @@ def _prepare(store, runs, cfgs, idx, datasets, device, engine):
                          0, c['rewind_step'], engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in grp])
     for i in new: store.save(runs[i], 'init.pt', {k: v.cpu() for k, v in models[i].state_dict().items()})
 
+def _replay(store, held):
+    "Undo the levels of rounds a killed runner began but never ended, when this call holds all their runs."
+    for record in store.unfinished_rounds():
+        members = read_json(record)
+        if not set(members) <= held: continue
+        for name, level in members.items():
+            if (d := store.level_dir(store.root / name, level)).exists():
+                shutil.rmtree(d)
+                print(f"run store: {d} belongs to an unfinished round; it is recomputed with its round", file=sys.stderr)
+        store.end_round(record)
+
 def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov, say):
     "Advance every run in `todo` (one schedule, any datasets) by one level in one trainer call; returns its levels."
     models, masks, levels, live = [], [], [], []
@@ -203,6 +215,7 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
     say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
     tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
     truth = {k: posterior(datasets[k].mixture, datasets[k].x_test.cpu()) for k in keys if datasets[k].mixture is not None}
+    record = store.begin_round([runs[i] for i in live], levels)  # a killed round is replayed whole
     for j, i in enumerate(live):
         run, c, m, mk, ds = runs[i], cfgs[i], models[j], masks[j], dss[j]
         met, pt = level_metrics(tr[j], te[j], ds, truth.get(_data_key(c)))
@@ -214,7 +227,9 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
                    provenance=dict(prov, written=utc_now()))
         state = dict(model={k: v.cpu() for k, v in m.state_dict().items()}, masks={k: v.bool().cpu() for k, v in mk.items()})
         store.write_level(run, levels[j], met, arrays=dict(test_probs=pt.numpy()), state=state)
-        if levels[j] > 0 and not _keep(keep_weights, total): store.drop_state(run, levels[j] - 1)
+    store.end_round(record)
+    for j, i in enumerate(live):  # the weights a replay would need go only once the round is complete
+        if levels[j] > 0 and not _keep(keep_weights, count_params(models[j])): store.drop_state(runs[i], levels[j] - 1)
     return levels
 
 def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weights=300_000, min_params=None,
@@ -230,8 +245,9 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     device = get_device(device)
     check_memory(configs, device)
     with ExitStack() as held:  # every trajectory this call advances is held; one sorted order for all runners
-        for name, c in sorted({run_name(c, config_label(c)): c for c in configs}.items()):
-            held.enter_context(store.lock(c, config_label(c)))
+        names = {run_name(c, config_label(c)): c for c in configs}
+        for name, c in sorted(names.items()): held.enter_context(store.lock(c, config_label(c)))
+        _replay(store, set(names))
         for c in configs:  # damaged, edited or missing records are removed and recomputed, never used
             if (d := store.root / run_name(c, config_label(c))).is_dir():
                 for _, msg in repair(store, d): print(f"run store: {msg}; repaired", file=sys.stderr)

@@ -128,6 +128,19 @@ class RunStore:
                 with open(index, 'a') as f: f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
         return d
 
+    def begin_round(self, runs, levels):
+        "Record the members of a round (run folder → level) before any of its levels is written; returns the record."
+        members = {Path(r).name: int(l) for r, l in zip(runs, levels)}
+        path = self.root / 'rounds' / f"{config_hash(members, 16)}.json"
+        write_json(path, members)
+        return path
+
+    def end_round(self, record): Path(record).unlink(missing_ok=True)
+
+    def unfinished_rounds(self):
+        "Records of rounds that began and never ended (their process was killed)."
+        return sorted((self.root / 'rounds').glob('*.json')) if (self.root / 'rounds').is_dir() else []
+
     def lock(self, config, label='', wait=True):
         "A context manager holding the trajectory of `config` for this process (see `locked`)."
         return locked(self.root / run_name(config, label) / 'lock', wait)
