@@ -215,11 +215,12 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
     say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
     tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
     truth = {k: posterior(datasets[k].mixture, datasets[k].x_test.cpu()) for k in keys if datasets[k].mixture is not None}
+    totals = [count_params(m) for m in models]
     record = store.begin_round([runs[i] for i in live], levels)  # a killed round is replayed whole
     for j, i in enumerate(live):
         run, c, m, mk, ds = runs[i], cfgs[i], models[j], masks[j], dss[j]
         met, pt = level_metrics(tr[j], te[j], ds, truth.get(_data_key(c)))
-        total = count_params(m)
+        total = totals[j]
         met = dict(level=levels[j], counted=count_remaining(mk), total=total, density=count_remaining(mk) / total,
                    width=c['width'], replicate=c['replicate'], **met,
                    bank_seconds=secs, bank_models=len(live), banks=st['banks'],
@@ -229,7 +230,7 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
         store.write_level(run, levels[j], met, arrays=dict(test_probs=pt.numpy()), state=state)
     store.end_round(record)
     for j, i in enumerate(live):  # the weights a replay would need go only once the round is complete
-        if levels[j] > 0 and not _keep(keep_weights, count_params(models[j])): store.drop_state(runs[i], levels[j] - 1)
+        if levels[j] > 0 and not _keep(keep_weights, totals[j]): store.drop_state(runs[i], levels[j] - 1)
     return levels
 
 def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weights=300_000, min_params=None,
@@ -248,8 +249,8 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
         names = {run_name(c, config_label(c)): c for c in configs}
         for name, c in sorted(names.items()): held.enter_context(store.lock(c, config_label(c)))
         _replay(store, set(names))
-        for c in configs:  # damaged, edited or missing records are removed and recomputed, never used
-            if (d := store.root / run_name(c, config_label(c))).is_dir():
+        for name in names:  # damaged, edited or missing records are removed and recomputed, never used
+            if (d := store.root / name).is_dir():
                 for _, msg in repair(store, d): print(f"run store: {msg}; repaired", file=sys.stderr)
         runs = [store.open(c, config_label(c)) for c in configs]
         rep = reporter(draw=progress)

@@ -68,8 +68,7 @@ def _load(path):
     except Exception as e: raise DamagedRecord(f"{path} is unreadable: {type(e).__name__}") from None
 
 # %% ../nbs/06_store.ipynb #7021f9d2
-def _digest(record):
-    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(',', ':'), default=float).encode()).hexdigest()
+def _digest(record): return hashlib.sha256(canonical(record).encode()).hexdigest()
 
 def sealed(record):
     "`record` with its `checksum` added."
