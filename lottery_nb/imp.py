@@ -223,8 +223,8 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
         total = totals[j]
         met = dict(level=levels[j], counted=count_remaining(mk), total=total, density=count_remaining(mk) / total,
                    width=c['width'], replicate=c['replicate'], **met,
-                   bank_seconds=secs, bank_models=len(live), banks=st['banks'],
                    steps=TrainConfig(**c['train']).total_steps(len(ds.x_train)) - c['rewind_step'],
+                   compute=dict(seconds=secs, models=len(live), banks=st['banks'], stacks=st['stacks']),
                    provenance=dict(prov, written=utc_now()))
         state = dict(model={k: v.cpu() for k, v in m.state_dict().items()}, masks={k: v.bool().cpu() for k, v in mk.items()})
         store.write_level(run, levels[j], met, arrays=dict(test_probs=pt.numpy()), state=state)

@@ -21,7 +21,7 @@ from lottery_nb.imp import grid_configs, run_imp
 run_imp(grid_configs('linear', [64, 256, 1024], 4, data=dict(n_train=2000, n_test=500), train=dict(epochs=60)), 20,
         sys.argv[1], progress=False)
 """
-TIMING = {"bank_seconds", "provenance", "checksum", "files"}
+TIMING = {"compute", "provenance", "checksum", "files"}
 
 
 def _start(root):

@@ -257,7 +257,8 @@ def test_compacted_bank_across_datasets_matches_the_loop():
 
     (a, ma), (b, mb) = [list(zip(*[pruned(s) for s in range(4)])) for _ in range(2)]
     ids, seeds = [0, 1, 0, 1], [7, 7, 8, 8]
-    assert sum(Bank(a, ma, list(zip(ids, seeds)), compact=True).slots[1]) < 100  # dead units dropped
+    bank = Bank(a, ma, list(zip(ids, seeds)), compact=True)
+    assert sum(len(al[1]) for al in bank.alive) < 4 * 100 / 2  # dead units dropped: most of the second layer
     cfg = TrainConfig(epochs=3, batch_size=32, lr=0.1, momentum=0.9)
     info = train_models(list(a), list(ma), xs, ys, cfg, seeds, data_ids=ids)
     train_models(list(b), list(mb), xs, ys, cfg, seeds, data_ids=ids, engine="loop")
@@ -274,4 +275,4 @@ def test_data_order_does_not_depend_on_bankmates():
     train_models([alone], [None], x, y, cfg, [99])
     crowd = [make_model("fcn2", 6, 10, 2, seed=2), make_model("fcn2", 4, 10, 2, seed=1), make_model("fcn2", 3, 10, 2, seed=3)]
     train_models(crowd, [None] * 3, x, y, cfg, [12345, 99, 7])
-    assert torch.allclose(alone.layers[0].weight, crowd[1].layers[0].weight, atol=1e-6)
+    assert torch.equal(alone.layers[0].weight, crowd[1].layers[0].weight)
