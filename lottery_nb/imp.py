@@ -11,20 +11,24 @@ __all__ = ['DEFAULTS', 'LIVE', 'COSTS', 'PAPER_SCALE', 'imp_config', 'config_lab
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
 import math
+import os
 import shutil
 import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .calibration import ece, posterior_gap
-from .core import ConfigError, check_choice, check_float, check_int, derive_seed, get_device, provenance, utc_now
+from .core import (ConfigError, check_choice, check_float, check_int, derive_seed, get_device, provenance,
+                            utc_now)
 from .data import DATASETS, TASKS, Mixture, check_noise, make_dataset, noisy_posterior, posterior
 from .models import ARCHS, BIAS_INITS, FCN, arch_sizes, count_params, make_model, output_layer, prunable
-from .progress import reporter
+from .executors import Executor, current_executor, job_groups, run_jobs
+from .progress import ENV as PROGRESS, reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
 from .store import RunStore, canonical, read_json, repair, run_name
 from .training import ENGINES, TrainConfig, predict, train_models
@@ -233,8 +237,14 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
         if levels[j] > 0 and not _keep(keep_weights, totals[j]): store.drop_state(runs[i], levels[j] - 1)
     return levels
 
+def _pending(store, run, target, min_params):
+    "Whether trajectory `run` has levels left to train: below `target`, not stopped, above `min_params` weights."
+    done = store.levels(run)
+    if store.stopped(run) or (done and done[-1] >= target): return False
+    return not (done and min_params is not None and store.level_metrics(run, done[-1])['counted'] <= min_params)
+
 def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weights=300_000, min_params=None,
-            data_root=None, progress=True):
+            data_root=None, progress=True, executor=None):
     "Bring every configuration's IMP trajectory to level `levels` in the run store; returns the run folders."
     configs = list(configs)
     targets = list(levels) if isinstance(levels, (list, tuple)) else [levels] * len(configs)
@@ -243,6 +253,10 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     check_choice('engine', engine, ENGINES)
     if min_params is not None: check_int('min_params', min_params, 0)
     store = store if isinstance(store, RunStore) else RunStore(store)
+    ex = current_executor() if executor is None else executor
+    if ex.kind != 'local':
+        kw = dict(engine=engine, device=device, keep_weights=keep_weights, min_params=min_params, data_root=data_root)
+        return _run_jobs(ex, configs, targets, store, progress, kw)
     device = get_device(device)
     check_memory(configs, device)
     with ExitStack() as held:  # every trajectory this call advances is held; one sorted order for all runners
@@ -255,10 +269,7 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
         runs = [store.open(c, config_label(c)) for c in configs]
         rep = reporter(draw=progress)
 
-        def pending(i):
-            done = store.levels(runs[i])
-            if store.stopped(runs[i]) or (done and done[-1] >= targets[i]): return False
-            return not (done and min_params is not None and store.level_metrics(runs[i], done[-1])['counted'] <= min_params)
+        def pending(i): return _pending(store, runs[i], targets[i], min_params)
 
         need = [i for i in range(len(runs)) if pending(i)]
         first = {_data_key(configs[i]): i for i in reversed(need)}
@@ -285,6 +296,26 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
                              trajectories_done=sum(not pending(i) for i in need))
         finally: rep.emit('done')
     return runs
+
+# %% ../nbs/07_imp.ipynb #47e8c4a8
+def _imp_job(configs, targets, root, kw):
+    "One SLURM job: advance its trajectories in the shared run store, here; returns how many."
+    os.environ.pop(PROGRESS, None)  # the submitting kernel reports on its jobs; the job reports nothing
+    run_imp(configs, targets, root, progress=False, executor=Executor(), **kw)
+    return len(configs)
+
+def _run_jobs(ex, configs, targets, store, draw, kw):
+    "Advance the configurations' trajectories as SLURM jobs, one per schedule group; returns the run folders."
+    found = [store.find(c, config_label(c)) for c in configs]
+    need = [i for i, r in enumerate(found) if r is None or _pending(store, r, targets[i], kw['min_params'])]
+    groups = job_groups([_schedule(configs[i]) for i in need], ex.trajectories_per_job)
+    root = Path(store.root).resolve()
+    args = [([configs[need[j]] for j in g], [targets[need[j]] for j in g], str(root), kw) for g in groups]
+    rep = reporter(draw=draw)
+    rep.stage('training', f"{len(need)} traj in {len(groups)} SLURM job(s)")
+    try: run_jobs(ex, _imp_job, args, ex.folder or root.with_name(root.name + '-slurm'), rep)
+    finally: rep.emit('done')
+    return [store.open(c, config_label(c)) for c in configs]
 
 # %% ../nbs/07_imp.ipynb #445df8e7
 def model_sizes(cfg, ds):

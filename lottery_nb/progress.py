@@ -105,7 +105,7 @@ def summary(events, now=None):
     s = dict(stage=None, detail='', round=0, rounds=None, trajectories=None, round_trajectories=None,
              trajectories_done=None, levels_done=None,
              levels=None, work_done=0.0, work=None, seconds=None, finished=False, eta_seconds=None,
-             elapsed=now - events[0]['t'] if events else 0.0)
+             jobs=None, elapsed=now - events[0]['t'] if events else 0.0)
     start = last = None
     for e in events:
         kind = e['event']
@@ -121,6 +121,7 @@ def summary(events, now=None):
             s['round_trajectories'] = e['trajectories']
             s['trajectories_done'] = e.get('trajectories_done')
             last = e['t']
+        elif kind == 'jobs': s['jobs'] = e['jobs']  # SLURM job id -> queued, running, done or failed
         elif kind == 'done': s['finished'] = True
     if start is not None and not s['finished'] and s['work_done'] > 0:
         s['eta_seconds'] = max(0.0, eta(last - start, s['work_done'], s['work']) - (now - last))
@@ -144,6 +145,10 @@ def describe(s, label=''):
         parts.append(f"{s['stage']} {s['detail']}".strip())
         if s['seconds'] is not None: parts.append(f"{s['seconds']:.1f} s/round")
     else: parts.append(f"{s['stage']} {s['detail']}".strip() if s['stage'] else 'starting')
+    if s.get('jobs'):
+        n = {}
+        for state in s['jobs'].values(): n[state] = n.get(state, 0) + 1
+        parts.append('jobs ' + ', '.join(f"{v} {k}" for k, v in sorted(n.items())))
     return ' · '.join(parts)
 
 # %% ../nbs/12_progress.ipynb #29c59d62

@@ -13,12 +13,12 @@ import re
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from . import progress
+from . import executors, progress
 from .core import ConfigError, get_device, outputs_root, project_root, provenance, store_root, utc_now
 from .params import check_parameters, check_value, notebook_parameters
 from .store import config_hash, read_json, write_json
@@ -192,7 +192,7 @@ def _finish(run, started, seconds):
     write_json(mp, m)
 
 # %% ../nbs/15_runner.ipynb #c9a31a87
-def execute(run, kernel='python3', timeout=None, show=True, label=''):
+def execute(run, kernel='python3', timeout=None, show=True, label='', executor=None):
     "Run one planned figure notebook through papermill; returns a result dict (ok, seconds, error)."
     import papermill as pm
     if pid := _running_pid(run.tmp): raise ConfigError(f"{shown(run.out)} is being run by process {pid}")
@@ -201,8 +201,11 @@ def execute(run, kernel='python3', timeout=None, show=True, label=''):
     (run.tmp / 'pid').write_text(str(os.getpid()))
     events, started, t0 = run.tmp / _EVENTS, utc_now(), time.perf_counter()
     res = dict(figure=run.figure, name=run.name, out_dir=shown(run.out), ok=True)
-    env = os.environ.get(progress.ENV)
+    env = {k: os.environ.get(k) for k in (progress.ENV, executors.ENV)}
     os.environ[progress.ENV] = str(events)
+    if executor is not None and executor.kind != 'local':  # job files go with the run folder
+        folder = executor.folder or str((run.tmp / 'slurm').resolve())
+        os.environ[executors.ENV] = replace(executor, folder=folder).to_json()
     try:
         with progress.watch(events, label or f"{run.figure}/{run.name}", enabled=show):
             pm.execute_notebook(str(run.notebook), str(run.tmp / run.notebook.name),
@@ -212,8 +215,9 @@ def execute(run, kernel='python3', timeout=None, show=True, label=''):
     except Exception as e:
         res.update(ok=False, error=_describe(e))
     finally:
-        if env is None: os.environ.pop(progress.ENV, None)
-        else: os.environ[progress.ENV] = env
+        for k, v in env.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
     res['seconds'] = round(time.perf_counter() - t0, 1)
     if res['ok']:
         _finish(run, started, res['seconds'])
@@ -247,6 +251,9 @@ def execute_all(runs, show=True, **kw):
 def _partial(tmp):
     "How far an unfinished run got, from its progress events."
     s = progress.summary(progress.read_events(Path(tmp) / _EVENTS))
+    if s['jobs']:  # live states where the cluster answers, else the last ones the run saw
+        live = executors.job_states(list(s['jobs']))
+        return 'jobs ' + ', '.join(f"{i} {live.get(i) or state}" for i, state in s['jobs'].items())
     if not s['levels']: return f"stage {s['stage'] or 'starting'}"
     done = '?' if s['trajectories_done'] is None else s['trajectories_done']
     return (f"stage {s['stage']}: levels {s['levels_done']} of {s['levels']}, round {s['round']} of {s['rounds']}, "
