@@ -113,6 +113,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                                                                        'lottery_nb/executors.py'),
                                       'lottery_nb.executors.Executor.from_json': ( 'executors.html#executor.from_json',
                                                                                    'lottery_nb/executors.py'),
+                                      'lottery_nb.executors.Executor.require_cluster': ( 'executors.html#executor.require_cluster',
+                                                                                         'lottery_nb/executors.py'),
                                       'lottery_nb.executors.Executor.to_json': ( 'executors.html#executor.to_json',
                                                                                  'lottery_nb/executors.py'),
                                       'lottery_nb.executors.JobsFailed': ('executors.html#jobsfailed', 'lottery_nb/executors.py'),

@@ -7,7 +7,6 @@ __all__ = ['SLURM_OPTIONS', 'main']
 
 # %% ../nbs/10_cli.ipynb #9cf90af3
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -74,8 +73,7 @@ def _executor(a):
     if a.executor != 'slurm' and given:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --executor slurm")
     ex = Executor(a.executor, **given)
-    if ex.kind == 'slurm' and not shutil.which('sbatch'):
-        raise ConfigError("--executor slurm needs SLURM's sbatch on PATH; none found")
+    ex.require_cluster()
     return ex
 
 # %% ../nbs/10_cli.ipynb #69f1d918

@@ -44,6 +44,11 @@ class Executor:
 
     def to_json(self): return json.dumps(asdict(self), sort_keys=True)
 
+    def require_cluster(self):
+        "Refuse a SLURM executor where SLURM's `sbatch` is not on PATH."
+        if self.kind == 'slurm' and not shutil.which('sbatch'):
+            raise ConfigError("executor 'slurm' needs SLURM's sbatch on PATH; none found")
+
     @classmethod
     def from_json(cls, text):
         d = json.loads(text)
@@ -84,7 +89,7 @@ _RUNNING = {'RUNNING', 'COMPLETING'}
 
 def job_state(slurm_state):
     "queued, running, done or failed, for a SLURM state such as 'CANCELLED by 0'."
-    s = (slurm_state or '').split()[0].rstrip('+') if slurm_state else ''
+    s = slurm_state.split()[0].rstrip('+') if slurm_state else ''
     if s in _QUEUED: return 'queued'
     if s in _RUNNING: return 'running'
     return 'done' if s == 'COMPLETED' else 'failed'
@@ -101,14 +106,15 @@ def job_states(ids):
     if not ids: return {}
     live = _ask(['squeue', '-h', '-o', '%i|%T', '-j', ','.join(ids)])
     past = _ask(['sacct', '-n', '-P', '-X', '-o', 'JobID,State', '-j', ','.join(ids)])
-    return {i: job_state(live.get(i) or past.get(i)) if (live.get(i) or past.get(i)) else None for i in ids}
+    known = {i: live.get(i) or past.get(i) for i in ids}
+    return {i: job_state(s) if s else None for i, s in known.items()}
 
 # %% ../nbs/17_executors.ipynb #fb7f5fc4
 class JobsFailed(RuntimeError):
     "Some SLURM jobs failed; the message names each, with its log file and error."
 
 def _submitit(ex, folder):
-    if not shutil.which('sbatch'): raise ConfigError("executor 'slurm' needs SLURM's sbatch on PATH; none found")
+    ex.require_cluster()
     import submitit
     sx = submitit.AutoExecutor(folder=folder, cluster='slurm', slurm_max_num_timeout=ex.max_requeues)
     sx.update_parameters(name='lottery-nb', timeout_min=ex.time_min, cpus_per_task=ex.cpus_per_job,
@@ -124,11 +130,12 @@ def run_jobs(ex: Executor, fn, arglist, folder, report=None, poll=2.0):
     jobs = sx.map_array(Resumable(fn), *zip(*arglist)) if arglist else []
     seen = None
     while True:
-        states = job_states([j.job_id for j in jobs])
-        states = {j.job_id: states.get(j.job_id) or ('done' if j.done() else 'queued') for j in jobs}
+        done = {j.job_id: j.done() for j in jobs}  # a result file, or the cluster's word
+        asked = job_states(list(done))
+        states = {i: asked.get(i) or ('done' if d else 'queued') for i, d in done.items()}
         if states != seen and report is not None: report.emit('jobs', jobs=states, folder=str(folder))
         seen = states
-        if all(j.done() for j in jobs): break
+        if all(done.values()): break
         time.sleep(poll)
     out, failed = [], []
     for j in jobs:

@@ -113,8 +113,9 @@ def _alive_units(sizes, masks, compact):
 
 class Stack:
     "Models with one slot `shape`: their bank indices `members` and stream numbers `streams` `(G,)`."
-    def __init__(self, members, shape, streams):
+    def __init__(self, members, shape, streams, all_streams):
         self.members, self.shape, self.streams = members, shape, streams
+        self.all_streams = all_streams  # member g reads stream g, for every stream: batches need no copy
         self.W, self.b, self.M = [], [], []  # per layer: (G, in, out), (G, out), masks like W or None
 
 # %% ../nbs/04_training.ipynb #e4d42344
@@ -134,8 +135,9 @@ class Bank:
         self.stacks = []
         for shape in dict.fromkeys(slots):
             mem = [i for i, s in enumerate(slots) if s == shape]
-            streams = torch.tensor([self.stream_keys.index(self.streams[i]) for i in mem], device=self.device)
-            self.stacks.append(Stack(mem, shape, streams))
+            streams = [self.stream_keys.index(self.streams[i]) for i in mem]
+            every = streams == list(range(len(self.stream_keys)))
+            self.stacks.append(Stack(mem, shape, torch.tensor(streams, device=self.device), every))
         _pack(self)
 
     def _cells(self, i, l):
@@ -158,38 +160,37 @@ class Bank:
 
 # %% ../nbs/04_training.ipynb #af805790
 @torch.no_grad()
-def _pack(self):
+def _pack(bank):
     "Copy every model's live weights into its stack (pruned weights are zeroed in the models too)."
-    for m, mk in zip(self.models, self.masks):
+    for m, mk in zip(bank.models, bank.masks):
         if mk is not None: apply_masks_(m, mk)
-    for st in self.stacks:
+    for st in bank.stacks:
         G, sh = len(st.members), st.shape
         for l in range(len(sh) - 1):
             W, b, M = torch.zeros(G, sh[l], sh[l + 1]), torch.zeros(G, sh[l + 1]), torch.ones(G, sh[l], sh[l + 1])
             for g, i in enumerate(st.members):
-                (r, c), lin, mk = self._cells(i, l), self.models[i].layers[l], self.masks[i]
+                (r, c), lin, mk = bank._cells(i, l), bank.models[i].layers[l], bank.masks[i]
                 blk = mk[f'layers.{l}.weight'].detach().cpu()[r][:, c] if mk is not None else 1.0
                 W[g, :len(c), :len(r)] = (lin.weight.detach().cpu()[r][:, c] * blk).T
                 if mk is not None: M[g, :len(c), :len(r)] = blk.T
                 b[g, :len(r)] = lin.bias.detach().cpu()[r]
-            st.W.append(W.to(self.device))
-            st.b.append(b.to(self.device))
-            st.M.append(None if bool(M.all()) else M.to(self.device))  # padding needs no mask: it stays zero
+            st.W.append(W.to(bank.device))
+            st.b.append(b.to(bank.device))
+            st.M.append(None if bool(M.all()) else M.to(bank.device))  # padding needs no mask: it stays zero
 
 @torch.no_grad()
-def _unpack(self):
-    "Write the bank's weights back into its models (dead units keep their values)."
-    for st in self.stacks:
+def _unpack(bank):
+    for st in bank.stacks:
         for l, (W, b) in enumerate(zip(st.W, st.b)):
             W, b = W.cpu(), b.cpu()
             for g, i in enumerate(st.members):
-                (r, c), lin = self._cells(i, l), self.models[i].layers[l]
+                (r, c), lin = bank._cells(i, l), bank.models[i].layers[l]
                 w, v = lin.weight.detach().cpu().clone(), lin.bias.detach().cpu().clone()
                 w[r[:, None], c[None, :]] = W[g, :len(c), :len(r)].T
                 v[r] = b[g, :len(r)]
                 lin.weight.copy_(w)
                 lin.bias.copy_(v)
-    return self.models
+    return bank.models
 
 # %% ../nbs/04_training.ipynb #689a8350
 @contextmanager
@@ -262,8 +263,7 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
     X = torch.stack([xs[d].to(bank.device).flatten(1) for d in used])
     Y = torch.stack([ys[d].to(bank.device) for d in used])
     data = torch.tensor([used.index(k[0]) for k in bank.stream_keys], device=bank.device)[:, None]
-    for st in bank.stacks:                                          # members reading every stream in order need no copy
-        st.all_streams = st.streams.tolist() == list(range(len(bank.stream_keys)))
+    for st in bank.stacks:
         st.bw = [torch.zeros_like(w) for w in st.W] if cfg.momentum else None
         st.bb = [torch.zeros_like(v) for v in st.b] if cfg.momentum else None
     n, t0, steps = X.shape[1], time.perf_counter(), 0

@@ -3,6 +3,9 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+from lottery_nb.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +25,27 @@ def mnist_root():
     if root and (Path(root) / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
         return root
     return None
+
+
+RUN_FACTS = {"compute", "provenance", "checksum", "files"}  # how and when a level was computed, not what
+
+
+def stored_results(root):
+    """Every stored level's metrics (less the facts of the run) and weights (None where not kept), by (run, level)."""
+    store, out = RunStore(root), {}
+    for name, _ in store.runs():
+        run = store.root / name
+        for level in store.levels(run):
+            m = {k: v for k, v in store.level_metrics(run, level).items() if k not in RUN_FACTS}
+            state = store.state(run, level)
+            out[name, level] = (m, None if state is None else state["model"])
+    return out
+
+
+def assert_same_results(a, b, keys=None):
+    """Levels `keys` (default: all of `a`) hold the same metrics and bit-identical weights in results `a` and `b`."""
+    for key in a if keys is None else keys:
+        (ma, wa), (mb, wb) = a[key], b[key]
+        assert ma == mb, key
+        assert (wa is None) == (wb is None), key
+        if wa is not None: assert all(torch.equal(wa[k], wb[k]) for k in wa), key

@@ -3,14 +3,13 @@ alone, in any bank, in any order of requests, or resumed after a stop between le
 import pytest
 import torch
 
+from conftest import assert_same_results, stored_results
 from lottery_nb.core import make_generator
 from lottery_nb.imp import grid_configs, imp_config, run_imp
 from lottery_nb.models import make_model, prunable
 from lottery_nb.pruning import ones_masks, prune_masks
 from lottery_nb.store import RunStore
 from lottery_nb.training import Bank, TrainConfig, predict, train_models
-
-RUN_FACTS = {"compute", "provenance", "checksum", "files"}  # how and when a level was computed, not what
 
 
 def test_batched_products_do_not_depend_on_the_batch():
@@ -64,24 +63,6 @@ def test_a_model_trains_to_the_same_bits_alone_and_in_any_bank(cfg, arch, width,
         assert torch.equal(logits[at], predict([alone], xs[1])[0])
 
 
-def _results(store):
-    "Every stored level's metrics (less the facts of the run) and weights, by configuration hash."
-    out = {}
-    for name, _ in store.runs():
-        run = store.root / name
-        for level in store.levels(run):
-            m = {k: v for k, v in store.level_metrics(run, level).items() if k not in RUN_FACTS}
-            state = store.state(run, level)
-            out[name, level] = (m, None if state is None else {k: v.clone() for k, v in state["model"].items()})
-    return out
-
-
-def _same(a, b):
-    assert a[0] == b[0]
-    assert (a[1] is None) == (b[1] is None)
-    if a[1] is not None: assert all(torch.equal(a[1][k], b[1][k]) for k in a[1])
-
-
 def test_stored_results_do_not_depend_on_what_else_was_requested(tmp_path):
     kw = dict(data=dict(n_train=600, n_test=200), train=dict(epochs=4))
     mine = imp_config("xor", 48, 1, **kw)
@@ -96,8 +77,6 @@ def test_stored_results_do_not_depend_on_what_else_was_requested(tmp_path):
     run_imp([mine] + others[3:], 2, staged.root, progress=False)
     run_imp(others + [mine], [6] * len(others) + [4], staged.root, progress=False)
     run_imp([mine], 6, staged.root, progress=False)
-    a = _results(alone)
+    a = stored_results(alone.root)
     assert {level for _, level in a} == set(range(7))
-    for store in (crowd, staged):
-        b = _results(store)
-        for key in a: _same(a[key], b[key])
+    for store in (crowd, staged): assert_same_results(a, stored_results(store.root))

@@ -10,12 +10,10 @@ import threading
 import time
 
 import pytest
-import torch
 
-from lottery_nb.executors import Executor, job_states
-from lottery_nb.store import RunStore
+from conftest import assert_same_results, stored_results
+from lottery_nb.executors import job_states
 
-RUN_FACTS = {"compute", "provenance", "checksum", "files"}
 
 
 def _cluster_up():
@@ -33,17 +31,6 @@ FIG = ["fig2_double_descent", "--set", "epochs=3", "--set", "levels=5"]
 def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **kw)
-
-
-def _contents(root):
-    store, out = RunStore(root), {}
-    for name, _ in store.runs():
-        run = store.root / name
-        for level in store.levels(run):
-            m = {k: v for k, v in store.level_metrics(run, level).items() if k not in RUN_FACTS}
-            state = store.state(run, level)
-            out[name, level] = (m, state and state["model"])
-    return out
 
 
 def test_slurm_options_are_checked_before_anything_runs(tmp_path):
@@ -88,13 +75,9 @@ def test_a_cluster_run_requeued_mid_job_equals_a_local_run(tmp_path):
     assert p.returncode == 0, text
     assert requeued and requeued[0][1] == 0, requeued
     assert seen and "jobs " in seen[0], seen
-    a, b = _contents(tmp_path / "local_store"), _contents(tmp_path / "cluster_store")
+    a, b = stored_results(tmp_path / "local_store"), stored_results(tmp_path / "cluster_store")
     assert a.keys() == b.keys() and len(a) > 0
-    for key, (ma, wa) in a.items():
-        mb, wb = b[key]
-        assert ma == mb, key
-        assert (wa is None) == (wb is None)
-        if wa is not None: assert all(torch.equal(wa[k], wb[k]) for k in wa), key
+    assert_same_results(a, b)
     jobs = list(out.rglob("slurm/*_submitted.pkl"))
     assert len(jobs) >= 2  # a job array, not one job
     print(f"{len(jobs)} jobs; requeued {requeued[0][0]}; status while running:", seen[0], sep="\n")
