@@ -37,7 +37,7 @@ def _parser():
     b.add_argument('--replicates', type=_positive_int, default=5)
     for cmd in ('params', 'run'):
         s = sub.add_parser(cmd, help='show the runs a command would make' if cmd == 'params' else 'run figures')
-        s.add_argument('figure', help="figure name or prefix, or 'all'")
+        s.add_argument('figure', nargs='+', help="figure names or prefixes, or 'all'")
         s.add_argument('--preset', help='a preset name (see list)')
         s.add_argument('--grid', action='append', metavar='NAME=V1,V2', help='sweep a parameter over values')
         s.add_argument('--set', action='append', metavar='NAME=VALUE', help='override a parameter')
@@ -79,8 +79,9 @@ def _executor(a):
 # %% ../nbs/10_cli.ipynb #69f1d918
 def _plan(a):
     "Every run of a `params` or `run` command, checked."
-    names = list(figures()) if a.figure == 'all' else [a.figure]
-    if a.figure == 'all' and a.preset:
+    every = a.figure == ['all']
+    names = list(figures()) if every else list(dict.fromkeys(a.figure))
+    if every and a.preset:
         named = load_preset(a.preset)['figures']
         for n in names:
             if n not in named: print(f"preset {a.preset!r} has no entry for {n}: skipped", file=sys.stderr)

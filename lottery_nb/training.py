@@ -287,25 +287,37 @@ def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, sto
     if engine not in ENGINES: raise ConfigError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     xs, ys = (list(x), list(y)) if isinstance(x, (list, tuple)) else ([x], [y])
     data_ids = list(data_ids) if data_ids is not None else [0] * len(models)
-    if engine == 'loop':
-        stats = [train_model(m, mk, xs[d], ys[d], cfg, s, start_step, stop_step)
-                 for m, mk, s, d in zip(models, masks, seeds, data_ids)]
-        return dict(steps=sum(s['steps'] for s in stats), seconds=sum(s['seconds'] for s in stats),
-                    banks=len(models), stacks=len(models))
+    looped = [i for i, m in enumerate(models) if engine == 'loop' or not isinstance(m, FCN)]  # the bank is FCN-only
+    stats = [train_model(models[i], masks[i], xs[data_ids[i]], ys[data_ids[i]], cfg, seeds[i], start_step, stop_step)
+             for i in looped]
+    steps, secs, stacks = sum(s['steps'] for s in stats), sum(s['seconds'] for s in stats), len(looped)
     banks = {}
     for i, (m, d) in enumerate(zip(models, data_ids)):  # one bank per training-set size and device
-        banks.setdefault((len(xs[d]), str(next(m.parameters()).device)), []).append(i)
-    steps = secs = stacks = 0
+        if i not in looped: banks.setdefault((len(xs[d]), str(next(m.parameters()).device)), []).append(i)
     for idx in banks.values():
         bank = Bank([models[i] for i in idx], [masks[i] for i in idx], [(data_ids[i], seeds[i]) for i in idx],
                     compact=cfg.weight_decay == 0)
         st = train_bank(bank, xs, ys, cfg, start_step, stop_step)
         steps, secs, stacks = steps + st['steps'], secs + st['seconds'], stacks + len(bank.stacks)
-    return dict(steps=steps, seconds=secs, banks=len(banks), stacks=stacks)
+    return dict(steps=steps, seconds=secs, banks=len(banks) + len(looped), stacks=stacks)
 
 # %% ../nbs/04_training.ipynb #2ecd398f
 @torch.no_grad()
 def predict(models, x, masks=None, chunk=8192):
-    "Logits `(models, n, classes)` of every model on inputs `x` (weights are used as they are)."
-    bank = Bank(models, masks, [0] * len(models))  # one stream: every model sees the same inputs
-    return torch.cat([bank.forward(x[i:i + chunk]) for i in range(0, len(x), chunk)], 1)
+    "Logits `(models, n, classes)` of every model on inputs `x`: FCNs through one bank, other models one at a time."
+    out = [None] * len(models)
+    fcn = [i for i, m in enumerate(models) if isinstance(m, FCN)]
+    if fcn:
+        bank = Bank([models[i] for i in fcn], None if masks is None else [masks[i] for i in fcn], [0] * len(fcn))
+        logits = torch.cat([bank.forward(x[j:j + chunk]) for j in range(0, len(x), chunk)], 1)  # one stream for all
+        for k, i in enumerate(fcn): out[i] = logits[k]
+    for i, m in enumerate(models):
+        if out[i] is None: out[i] = _predict_one(m, x, chunk // 8)
+    return torch.stack(out)
+
+def _predict_one(model, x, chunk):
+    "Logits of one model in evaluation mode (BatchNorm on its running statistics), its mode restored after."
+    mode = model.training
+    model.eval()
+    try: return torch.cat([model(x[j:j + chunk]) for j in range(0, len(x), chunk)])
+    finally: model.train(mode)

@@ -2,9 +2,11 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from lottery_nb.data import write_idx
 from lottery_nb.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,11 +14,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def isolated(tmp_path, monkeypatch):
-    """Point the run store and the outputs at a fresh temporary folder."""
+    """Point the run store, the outputs and the data at a fresh temporary folder (real MNIST linked when available)."""
     monkeypatch.setenv("LOTTERY_NB_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("LOTTERY_NB_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.setenv("LOTTERY_NB_DATA", str(stand_in_data(tmp_path / "data", real=mnist_root())))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     return tmp_path
+
+
+def stand_in_images(n, seed):
+    """`n` learnable 28×28 uint8 images of 10 classes (a fixed template per class plus noise), and their labels."""
+    g = np.random.default_rng(seed)
+    templates = np.random.default_rng(99).integers(0, 256, (10, 28, 28))
+    y = g.integers(0, 10, n)
+    x = np.clip(0.6 * templates[y] + g.normal(0, 60, (n, 28, 28)), 0, 255)
+    return x.astype(np.uint8), y
+
+
+def stand_in_data(root, real=None, n_train=1200, n_test=500):
+    """A data root with stand-in MNIST (a link to the real one when `real` is given) and Fashion-MNIST IDX files."""
+    for name in ("mnist", "fashion"):
+        if name == "mnist" and real:
+            root.mkdir(parents=True, exist_ok=True)
+            (root / "MNIST").symlink_to(Path(real) / "MNIST")
+        else:
+            write_idx(root, name, *stand_in_images(n_train, 0), *stand_in_images(n_test, 1))
+    return root
 
 
 def mnist_root():

@@ -11,9 +11,9 @@ from conftest import ROOT
 from lottery_nb.cli import main
 from lottery_nb.core import ConfigError
 from lottery_nb.params import notebook_parameters
-from lottery_nb.runner import find_figure, load_preset, plan, status
+from lottery_nb.runner import figures, find_figure, load_preset, plan, status
 
-FIGURES = ("fig2", "fig3a", "fig5", "figS1")
+FIGURES = tuple(figures())  # every figure notebook
 PROVENANCE = {"lottery_nb", "commit", "dirty", "python", "torch", "numpy", "device", "threads", "written"}
 
 
@@ -142,3 +142,12 @@ def test_console_script_lists_figures_with_types():
     r = subprocess.run(exe, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0 and "fig5_calibration" in r.stdout and "smoke" in r.stdout
     assert "widths: list[int] = [2, 8, 32]" in r.stdout
+
+
+def test_several_figures_in_one_command(capsys):
+    assert main(["params", "fig2", "fig3a", "table1", "--preset", "cpu", "--out", "/nonexistent"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("figure: ") == 3 and "figure: table1_full_vs_pruned" in out
+    assert "levels: null" in out  # Table 1 at the cpu preset: the paper's level count per starting width
+    assert main(["params", "fig2", "figZ", "--out", "/nonexistent"]) == 2
+    assert "unknown figure 'figZ'" in capsys.readouterr().err
