@@ -345,8 +345,8 @@ def plan_trajectory(cfg, ds, target, min_params=None, last=None):
 
 # %% ../nbs/07_imp.ipynb #23ddc56c
 LIVE = (0.7, 0.75)
-COSTS = dict(cpu=dict(step=0.0, stream=4.0e-5, weight=3.4e-9, model=7.5e-3, eval=1.5e-11),
-             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0))
+COSTS = dict(cpu=dict(step=0.0, stream=4.0e-5, weight=3.4e-9, model=7.5e-3, eval=1.5e-11, conv=2.2e-8),
+             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0, conv=3.5e-10))
 
 def live_widths(sizes, density, protected=False):
     "Predicted live width of each hidden layer of a model with layer `sizes` pruned to `density`."
@@ -375,7 +375,7 @@ def round_work(items, device='cpu'):
     per_step = lambda b: c['step'] + c['stream'] * len(b) + c['weight'] * sum(map(stream_weights, b))
     train = sum(steps * per_step(b) for (_, steps), b in banks.items())
     convs = [m for m in items if m['sizes'] is None]  # trained one by one: a rough cost from their MACs
-    train += sum(m['steps'] * (c['step'] + c['stream'] + c['weight'] * m['macs']) for m in convs)
+    train += sum(m['steps'] * (c['step'] + c['stream'] + c['conv'] * m['macs']) for m in convs)
     return train + sum(c['model'] + c['eval'] * m['evals'] for m in items)
 
 # %% ../nbs/07_imp.ipynb #f4ef83f3

@@ -38,7 +38,7 @@ class ResNet6(nn.Module):
         w, side = check_int('width', width), math.isqrt(check_int('input_dim', input_dim))
         if side * side != input_dim: raise ConfigError(f"ResNet-6 needs square images: input_dim {input_dim} is not a square")
         self.side, self.width, self.num_classes = side, w, check_int('num_classes', num_classes, 2)
-        self.stem, self.bn = nn.Conv2d(1, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w)
+        self.stem, self.bn = nn.Conv2d(1, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w)
         self.blocks = nn.Sequential(Block(w, w), Block(w, 2 * w, 2))
         self.fc = nn.Linear(2 * w, num_classes)
 
@@ -48,5 +48,5 @@ class ResNet6(nn.Module):
 
     def macs(self):
         "Multiply-accumulates of one forward pass on one image."
-        w, a, b = self.width, self.side ** 2, math.ceil(self.side / 2) ** 2
-        return a * (9 * w + 18 * w * w) + b * 54 * w * w + 2 * w * self.num_classes
+        w, s1 = self.width, math.ceil(self.side / 2)  # after the stem, then after block 2
+        return s1 ** 2 * (9 * w + 18 * w * w) + math.ceil(s1 / 2) ** 2 * 54 * w * w + 2 * w * self.num_classes
