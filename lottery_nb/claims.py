@@ -272,7 +272,7 @@ def check_mnist_minima(m):
     c, f = [r['pruned_params'] for r in rows], [r['full_params'] for r in rows]
     if len(c) < 2: return 'one start only', NO_DATA
     q = max(c) / min(c)
-    ours = f"starts of {min(f):,}–{max(f):,} weights ({max(f) / min(f):.0f}×): best pruned {min(c):,}–{max(c):,} ({q:.1f}×)"
+    ours = f"starts of {min(f):,}–{max(f):,} weights ({max(f) / min(f):.0f}×): best pruned {min(c):,}–{max(c):,} ({q:.2f}×)"
     return f"{ours} {_mark(q <= MNIST_SPREAD)}", REPRODUCED if q <= MNIST_SPREAD else NOT_REPRODUCED
 
 def check_mnist_beats_full(m):

@@ -10,6 +10,7 @@ from lottery_nb.claims import (CLAIMS, NO_DATA, NOT_REPRODUCED, PARTLY, REPRODUC
                                write_claims)
 
 F2, F3, F5, FS1 = 'fig2_double_descent', 'fig3a_effective_params', 'fig5_calibration', 'figS1_error_vs_nu'
+T1, F6, F7 = 'table1_full_vs_pruned', 'fig6_calibration_real', 'fig7_calibration_levels'
 
 
 # --- metrics shaped like the figures' metrics.json ----------------------------------------------
@@ -133,7 +134,7 @@ def test_claims_are_well_formed():
     assert len({c.key for c in CLAIMS}) == len(CLAIMS) >= 6
     for c in CLAIMS:
         assert c.claim and c.paper and c.rule and callable(c.check)
-        assert c.figure in (F2, F3, F5, FS1)
+        assert c.figure in (F2, F3, F5, FS1, T1, F6, F7)
 
 
 def test_figure_without_runs_gives_one_no_data_row():
@@ -157,7 +158,8 @@ def test_missing_keys_give_no_data_with_the_reason():
     minima = {r['run']: r for r in rows if r['key'] == 'minima_coincide'}
     assert minima['b']['verdict'] == NO_DATA and "'summary'" in minima['b']['ours']
     for r in rows:
-        if r['figure'] != F2: assert r['verdict'] == NO_DATA and r['ours'].startswith('cannot read the metrics')
+        if r['figure'] in (F3, F5, FS1): assert r['verdict'] == NO_DATA and r['ours'].startswith('cannot read the metrics')
+        if r['figure'] in (T1, F6, F7): assert r['verdict'] == NO_DATA and r['ours'] == 'no run of this figure'
 
 
 def test_runs_are_listed_in_order_and_every_run_gets_a_row():
@@ -216,3 +218,13 @@ def test_committed_outputs_give_every_claim_a_verdict():
     for c in CLAIMS:
         got = [r['verdict'] for r in rows if r['key'] == c.key]
         assert any(v != NO_DATA for v in got), (c.key, [r['ours'] for r in rows if r['key'] == c.key])
+
+
+def test_mnist_claims_read_their_figures():
+    t1 = dict(parameters=dict(n_test=None), rows=dict(paper=[
+        dict(width=w, full_params=884 * w + 1000, pruned_params=c, full_test_error=f, pruned_test_error=p)
+        for w, c, f, p in ((50, 6061, 0.105, 0.048), (100, 4908, 0.176, 0.059), (10000, 17094, 0.091, 0.097))]))
+    rows = {r['key']: r for r in ledger({(T1, 'paper'): t1})}
+    assert rows['mnist_minima']['verdict'] == REPRODUCED and '(3.48×)' in rows['mnist_minima']['ours']
+    assert rows['mnist_beats_full']['verdict'] == PARTLY and 'w=10000 ✗ 0.091 → 0.097' in rows['mnist_beats_full']['ours']
+    assert rows['underconfident']['verdict'] == NO_DATA
