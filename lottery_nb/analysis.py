@@ -154,7 +154,7 @@ def level_probs(store, configs, level):
 # %% ../nbs/08_analysis.ipynb #12ce7db7
 def full_and_pruned(store, configs, rule='paper', noise_rate=None, tau=0.5):
     "The averaged curve of one trajectory's replicates `configs`, its full and best pruned levels, and their test probabilities."
-    curve = sorted(mean_rows(trajectories(store, configs)), key=lambda r: r['level'])
+    curve = sparse_curve(mean_rows(trajectories(store, configs)), configs[0]['width'])
     best = best_pruned(curve, rule, noise_rate, tau)
     levels = {'full': 0, 'best pruned': best['level']}
     return dict(curve=curve, levels=levels, probs={k: level_probs(store, configs, l) for k, l in levels.items()})

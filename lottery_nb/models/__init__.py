@@ -6,9 +6,11 @@
 __all__ = ['ARCHS', 'build_arch', 'make_model', 'arch_counts']
 
 # %% ../../nbs/02b_architectures.ipynb #3b66720f
+from functools import lru_cache
+
 import torch
 
-from ..core import check_choice
+from ..core import check_choice, check_int
 from .fcn import BIAS_INITS, FCN, FCN_ARCHS, arch_sizes, count_params, init_weights_, output_layer, prunable
 from .resnet import ResNet6
 
@@ -26,9 +28,15 @@ def make_model(arch, width, input_dim, num_classes, seed=0, bias_init='default')
     return init_weights_(build_arch(arch, width, input_dim, num_classes), seed, bias_init)
 
 # %% ../../nbs/02b_architectures.ipynb #46d226b4
-def arch_counts(arch, width, input_dim, num_classes):
-    "Counted weights, output-layer weights, all parameters and MACs per example of `arch` at `width`."
+@lru_cache(maxsize=None)
+def _counts(arch, width, input_dim, num_classes):
     with torch.device('meta'): m = build_arch(arch, width, input_dim, num_classes)
     counted = count_params(m)
     return dict(counted=counted, output=prunable(m)[output_layer(m)].numel(),
                 params=sum(p.numel() for p in m.parameters()), macs=m.macs() if hasattr(m, 'macs') else counted)
+
+def arch_counts(arch, width, input_dim, num_classes):
+    "Counted weights, output-layer weights, all parameters and MACs per example of `arch` at `width` (built once per shape)."
+    check_choice('architecture', arch, ARCHS)
+    key = check_int('width', width), check_int('input_dim', input_dim), check_int('num_classes', num_classes, 2)
+    return dict(_counts(arch, *key))
