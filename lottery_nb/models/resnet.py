@@ -16,19 +16,25 @@ from ..core import ConfigError, check_int
 
 # %% ../../nbs/02a_resnet.ipynb #81d1fe74
 class Block(nn.Module):
-    "A basic residual block: two 3×3 convolutions with BatchNorm; a weight-free shortcut when the shape changes."
-    def __init__(self, cin, cout, stride=1):
+    """A basic residual block: two 3×3 convolutions with BatchNorm. Where the shape changes the shortcut is
+    weight-free, or with `conv_shortcut` a 1×1 convolution with BatchNorm (the CIFAR ResNets')."""
+    def __init__(self, cin, cout, stride=1, conv_shortcut=False):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
         self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
         self.stride, self.pad = stride, cout - cin
+        if conv_shortcut and (stride != 1 or cin != cout):
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def shortcut(self, x):
+        if hasattr(self, 'short'): return self.short(x)
+        s = x[:, :, ::self.stride, ::self.stride]  # every second pixel when the block strides
+        return F.pad(s, (0, 0, 0, 0, 0, self.pad)) if self.pad else s  # new channels start at zero
 
     def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        s = x[:, :, ::self.stride, ::self.stride]  # every second pixel when the block strides
-        if self.pad: s = F.pad(s, (0, 0, 0, 0, 0, self.pad))  # new channels start at zero
-        return F.relu(y + s)
+        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(y + self.shortcut(x))
+
 
 # %% ../../nbs/02a_resnet.ipynb #0d959004
 class ResNet6(nn.Module):

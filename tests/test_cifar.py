@@ -1,0 +1,107 @@
+"""CIFAR-side pieces: architecture counts and the published count sequences, the CIFAR-10 loader on data the tests
+write (and on the real subset when `LOTTERY_NB_DATA` holds it), class removal, on-device augmentation."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lottery_nb.core import ConfigError
+from lottery_nb.data import CIFAR_BLACK, augment, cifar_dataset, make_dataset, read_cifar, write_cifar
+from lottery_nb.imp import next_count
+from lottery_nb.models import arch_counts, make_model, prunable
+from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
+from lottery_nb.training import TrainConfig, train_model
+
+RESNET = lambda w: 1054 * w * w + 67 * w
+CIFAR_LEVELS = {2: 2, 5: 7, 8: 10, 11: 12, 15: 16, 20: 18, 40: 24, 60: 27, 80: 30, 100: 31, 120: 35, 150: 38}
+
+
+@pytest.mark.parametrize("arch,width,counted", [
+    ("resnet20", w, RESNET(w)) for w in CIFAR_LEVELS] + [
+    ("vgg16", 64, 14_715_584), ("vgg16", 8, 3591 * 64 + 107 * 8), ("densenet121", 24, 3_868_176)])
+def test_counted_weights_of_the_cifar_architectures(arch, width, counted):
+    assert arch_counts(arch, width, 3072, 10)["counted"] == counted
+
+
+def test_published_counts_and_count_sequences():
+    assert [RESNET(w) for w in (11, 15, 40, 60, 100, 150)] == [128_271, 238_155, 1_689_080, 3_798_420, 10_546_700,
+                                                               23_725_050]
+    assert count_schedule(RESNET(80), 23)[-1] == 39_843  # Fig. 4b's ResNet
+    assert count_schedule(RESNET(40), 20)[-1] == 19_467  # Table 1 prints 19,647
+    assert count_schedule(RESNET(20), 18)[:1] + count_schedule(RESNET(20), 18)[-1:] == [422_940, 7_612]
+    vgg, out = 14_715_584, arch_counts("vgg16", 64, 3072, 10)["output"]
+    for _ in range(26): vgg = next_count(vgg, out)  # VGG's output layer is protected
+    assert (out, vgg) == (5_120, 44_468)
+
+
+def test_class_removal_renumbers_labels_and_sizes_the_output(tmp_path):
+    g = np.random.default_rng(0)
+    x = g.integers(0, 256, (200, 3, 32, 32), dtype=np.uint8)
+    y = np.arange(200) % 10
+    write_cifar(tmp_path, x, y, x[:50], y[:50])
+    ds = cifar_dataset(tmp_path, noise=0.0, removed=[9, 0, 4])
+    assert ds.num_classes == 7 and ds.info["classes"] == [1, 2, 3, 5, 6, 7, 8]
+    assert sorted(set(ds.y_train.tolist())) == list(range(7)) and len(ds.y_train) == 140
+    assert (ds.y_train == ds.y_train_clean).all()
+    first = torch.from_numpy(x[1]).float() / 255  # image 0 is of class 0, removed
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(ds.x_train[0], (first - mean[:, None, None]) / std[:, None, None])
+    model = make_model("resnet20", 2, ds.input_dim, ds.num_classes)
+    assert model(ds.x_train[:3]).shape == (3, 7)
+    for bad in ([10], [1, 1], list(range(9)), ["a"]):
+        with pytest.raises(ConfigError, match="removed"): cifar_dataset(tmp_path, removed=bad)
+
+
+def test_missing_cifar_names_the_files_and_folder(tmp_path):
+    with pytest.raises(ConfigError, match=r"expected data_batch_1, .*test_batch in .*cifar-10-batches-py"):
+        make_dataset("cifar10", root=tmp_path)
+
+
+def test_real_cifar_subset_loads_through_the_files_it_becomes(tmp_path):
+    root = os.environ.get("LOTTERY_NB_DATA")
+    sub = Path(root or "/nonexistent") / "cifar10_subset"
+    if not (sub / "cifar10_train_first4000.npz").exists(): pytest.skip("no CIFAR-10 subset under LOTTERY_NB_DATA")
+    tr, te = (np.load(sub / f) for f in ("cifar10_train_first4000.npz", "cifar10_test_first20.npz"))
+    chw = lambda a: a.transpose(0, 3, 1, 2)  # the subset stores (n, 32, 32, 3)
+    write_cifar(tmp_path, chw(tr["x"]), tr["y"], chw(te["x"]), te["y"])
+    xtr, ytr, xte, _ = read_cifar(tmp_path)
+    assert xtr.shape == (4000, 3, 32, 32) and xte.shape == (20, 3, 32, 32)
+    assert np.bincount(ytr).tolist() == np.bincount(tr["y"]).tolist()
+    ds = cifar_dataset(tmp_path)
+    # ImageNet normalisation of natural images: channel means near 0, spreads near 1
+    assert ds.x_train.mean((0, 2, 3)).abs().max() < 0.5 and (ds.x_train.std((0, 2, 3)) - 1).abs().max() < 0.3
+    assert abs(float((ds.y_train != ds.y_train_clean).float().mean()) - 0.18) < 0.03
+
+
+def test_augmentation_crops_flips_and_pads_black_per_image_from_its_seed():
+    n = 256
+    x = torch.arange(n * 3 * 32 * 32, dtype=torch.float32).reshape(n, 3, 32, 32)
+    out = augment(x, seed=7, fill=CIFAR_BLACK)
+    assert out.shape == x.shape and torch.equal(out, augment(x, seed=7, fill=CIFAR_BLACK))
+    assert not torch.equal(out, augment(x, seed=8, fill=CIFAR_BLACK))
+    pad = torch.empty(n, 3, 40, 40)
+    pad[:] = CIFAR_BLACK.view(1, 3, 1, 1)
+    pad[:, :, 4:36, 4:36] = x
+    seen, flips = set(), 0
+    for i in range(n):  # each output is one 32×32 window of its padded image, maybe mirrored
+        window = lambda dy, dx, f: pad[i, :, dy:dy + 32, dx:dx + 32].flip(2) if f else pad[i, :, dy:dy + 32, dx:dx + 32]
+        hits = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (0, 1) if torch.equal(out[i], window(dy, dx, f))]
+        assert len(hits) == 1
+        seen.add(hits[0][:2])
+        flips += hits[0][2]
+    assert len(seen) > 40 and 0.35 < flips / n < 0.65  # offsets and flips differ per image
+    black = (out == CIFAR_BLACK.view(1, 3, 1, 1)).all(1)  # padding is black in every channel
+    assert black.any() and not (out[:, :, 4:28, 4:28] == CIFAR_BLACK.view(1, 3, 1, 1)).all(1).any()
+
+
+@pytest.mark.parametrize("arch,width", [("resnet20", 2), ("vgg16", 2), ("densenet121", 2)])
+def test_cifar_models_train_with_masks_holding(arch, width):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.randint(10, (64,), generator=g)
+    model = make_model(arch, width, 3072, 10, seed=1)
+    masks = prune_masks(prunable(model), ones_masks(prunable(model)), 0.5)
+    train_model(model, masks, x, y, TrainConfig(epochs=2, batch_size=16, weight_decay=1e-4), seed=0)
+    for name, w in prunable(model).items():
+        assert (w[masks[name] == 0] == 0).all(), name
