@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from .core import ConfigError, check_float, check_int, make_generator
+from .core import ConfigError, check_float, check_int, derive_seed, make_generator
+
 from .models import FCN, prunable
 from .pruning import apply_masks_
 
@@ -62,7 +63,7 @@ def batch_indices(n, batch_size, seed, epochs, start_step=0, stop_step=None):
 
 # %% ../nbs/04_training.ipynb #3e1ba810
 def _sgd_loop(params, grad_masks, cfg, n, batches, step_fn):
-    "The SGD loop shared by both engines: `step_fn(idx)` gives the loss of batch `idx`; gradients are masked."
+    "The SGD loop of the reference trainer: `step_fn(step, idx)` gives the loss of batch `idx`; gradients are masked."
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     lr, t0, steps = None, time.perf_counter(), 0
     for step, idx in batches:
@@ -70,15 +71,16 @@ def _sgd_loop(params, grad_masks, cfg, n, batches, step_fn):
         if new_lr != lr:
             for grp in opt.param_groups: grp['lr'] = new_lr
             lr = new_lr
-        loss = step_fn(idx)
+        loss = step_fn(step, idx)
         opt.zero_grad(set_to_none=False)
         loss.backward()
         if grad_masks: torch._foreach_mul_([p.grad for p, _ in grad_masks], [m for _, m in grad_masks])
         opt.step(); steps += 1
     return dict(steps=steps, seconds=time.perf_counter() - t0)
 
-def train_model(model, masks, x, y, cfg: TrainConfig, seed, start_step=0, stop_step=None):
-    "Train `model` in place with SGD on `(x, y)` in the data order of `seed`; masks keep pruned weights at zero."
+def train_model(model, masks, x, y, cfg: TrainConfig, seed, start_step=0, stop_step=None, augment=None):
+    """Train `model` in place with SGD on `(x, y)` in the data order of `seed`; masks keep pruned weights at zero;
+    `augment(batch, seed)` transforms every batch, seeded by `seed` and the step."""
     dev = next(model.parameters()).device
     x, y = x.to(dev), y.to(dev)
     ws = prunable(model)
@@ -86,9 +88,11 @@ def train_model(model, masks, x, y, cfg: TrainConfig, seed, start_step=0, stop_s
     if masks is not None: apply_masks_(model, masks)
     model.train()
     batches = batch_indices(len(x), cfg.batch_size, seed, cfg.epochs, start_step, stop_step)
-    def loss(idx):
+    def loss(step, idx):
         idx = idx.to(dev, non_blocking=True)
-        return F.cross_entropy(model(x[idx]), y[idx])
+        xb = x[idx] if augment is None else augment(x[idx], derive_seed(seed, 'augment', step))
+        return F.cross_entropy(model(xb), y[idx])
+
     return _sgd_loop(list(model.parameters()), gm, cfg, len(x), batches, loss)
 
 # %% ../nbs/04_training.ipynb #e530b053
@@ -282,14 +286,18 @@ def train_bank(bank: Bank, xs, ys, cfg: TrainConfig, start_step=0, stop_step=Non
 ENGINES = ('bank', 'loop')
 
 def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, stop_step=None, engine='bank',
-                 data_ids=None):
-    "Train `models` in place; model `i` uses `masks[i]`, dataset `data_ids[i]` and the data order of `seeds[i]`."
+                 data_ids=None, augments=None):
+    """Train `models` in place; model `i` uses `masks[i]`, dataset `data_ids[i]` (with its function of
+    `augments`, if any) and the data order of `seeds[i]`."""
     if engine not in ENGINES: raise ConfigError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     xs, ys = (list(x), list(y)) if isinstance(x, (list, tuple)) else ([x], [y])
     data_ids = list(data_ids) if data_ids is not None else [0] * len(models)
-    looped = [i for i, m in enumerate(models) if engine == 'loop' or not isinstance(m, FCN)]  # the bank is FCN-only
-    stats = [train_model(models[i], masks[i], xs[data_ids[i]], ys[data_ids[i]], cfg, seeds[i], start_step, stop_step)
-             for i in looped]
+    aug = list(augments) if augments is not None else [None] * len(xs)
+    # the bank is FCN-only and does not augment
+    looped = [i for i, m in enumerate(models) if engine == 'loop' or not isinstance(m, FCN) or aug[data_ids[i]]]
+    stats = [train_model(models[i], masks[i], xs[data_ids[i]], ys[data_ids[i]], cfg, seeds[i], start_step, stop_step,
+                         aug[data_ids[i]]) for i in looped]
+
     steps, secs, stacks = sum(s['steps'] for s in stats), sum(s['seconds'] for s in stats), len(looped)
     banks = {}
     for i, (m, d) in enumerate(zip(models, data_ids)):  # one bank per training-set size and device

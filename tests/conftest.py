@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lottery_nb.data import write_idx
+from lottery_nb.data import write_cifar, write_idx
 from lottery_nb.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +31,23 @@ def stand_in_images(n, seed):
     return x.astype(np.uint8), y
 
 
+def stand_in_cifar(n, seed):
+    """`n` learnable 3×32×32 uint8 images of 10 classes, like `stand_in_images`, and their labels."""
+    g = np.random.default_rng(seed)
+    templates = np.random.default_rng(98).integers(0, 256, (10, 3, 32, 32))
+    y = g.integers(0, 10, n)
+    return np.clip(0.6 * templates[y] + g.normal(0, 60, (n, 3, 32, 32)), 0, 255).astype(np.uint8), y
+
+
 def stand_in_data(root, real=None, n_train=1200, n_test=500):
-    """A data root with stand-in MNIST (a link to the real one when `real` is given) and Fashion-MNIST IDX files."""
+    """A data root with stand-in MNIST (a link to the real one when `real` is given), Fashion-MNIST and CIFAR-10."""
     for name in ("mnist", "fashion"):
         if name == "mnist" and real:
             root.mkdir(parents=True, exist_ok=True)
             (root / "MNIST").symlink_to(Path(real) / "MNIST")
         else:
             write_idx(root, name, *stand_in_images(n_train, 0), *stand_in_images(n_test, 1))
+    write_cifar(root, *stand_in_cifar(n_train, 0), *stand_in_cifar(n_test, 1))
     return root
 
 

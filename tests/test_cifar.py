@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from lottery_nb.core import ConfigError
-from lottery_nb.data import CIFAR_BLACK, augment, cifar_dataset, make_dataset, read_cifar, write_cifar
-from lottery_nb.imp import next_count
+from lottery_nb.data import CIFAR_BLACK, crop_flip, cifar_dataset, make_dataset, read_cifar, write_cifar
+from lottery_nb.imp import build_dataset, build_model, imp_config, next_count, order_seed, run_imp
 from lottery_nb.models import arch_counts, make_model, prunable
 from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
+from lottery_nb.store import RunStore
 from lottery_nb.training import TrainConfig, train_model
 
 RESNET = lambda w: 1054 * w * w + 67 * w
@@ -78,9 +79,9 @@ def test_real_cifar_subset_loads_through_the_files_it_becomes(tmp_path):
 def test_augmentation_crops_flips_and_pads_black_per_image_from_its_seed():
     n = 256
     x = torch.arange(n * 3 * 32 * 32, dtype=torch.float32).reshape(n, 3, 32, 32)
-    out = augment(x, seed=7, fill=CIFAR_BLACK)
-    assert out.shape == x.shape and torch.equal(out, augment(x, seed=7, fill=CIFAR_BLACK))
-    assert not torch.equal(out, augment(x, seed=8, fill=CIFAR_BLACK))
+    out = crop_flip(x, seed=7, fill=CIFAR_BLACK)
+    assert out.shape == x.shape and torch.equal(out, crop_flip(x, seed=7, fill=CIFAR_BLACK))
+    assert not torch.equal(out, crop_flip(x, seed=8, fill=CIFAR_BLACK))
     pad = torch.empty(n, 3, 40, 40)
     pad[:] = CIFAR_BLACK.view(1, 3, 1, 1)
     pad[:, :, 4:36, 4:36] = x
@@ -105,3 +106,33 @@ def test_cifar_models_train_with_masks_holding(arch, width):
     train_model(model, masks, x, y, TrainConfig(epochs=2, batch_size=16, weight_decay=1e-4), seed=0)
     for name, w in prunable(model).items():
         assert (w[masks[name] == 0] == 0).all(), name
+
+
+def test_cifar_imp_rewinds_every_level_to_the_early_state(tmp_path):
+    g = np.random.default_rng(1)
+    x, y = g.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), np.arange(64) % 10
+    write_cifar(tmp_path / "data", x, y, x[:20], y[:20])
+    cfg = imp_config("cifar10", 2, data=dict(n_train=64), train=dict(epochs=16, batch_size=16))
+    assert (cfg["rewind_step"], cfg["train"]["milestones"], cfg["prune_output"]) == (4, [8, 12], True)
+    store = RunStore(tmp_path / "store")
+    (run,) = run_imp([cfg], 2, store, data_root=tmp_path / "data", progress=False)
+    ds = build_dataset(cfg, tmp_path / "data")
+    tc = TrainConfig(**cfg["train"])
+    # the rewind point: the initial model trained for epoch 1 of 16 (4 steps), with crops and flips
+    model = build_model(cfg, ds, torch.device("cpu"))
+    train_model(model, None, ds.x_train, ds.y_train, tc, order_seed(cfg), 0, 4, ds.augment)
+    init = store.load(run, "init.pt")
+    assert all(torch.equal(init[k], v) for k, v in model.state_dict().items())
+    # level 1: level 0's trained weights pruned globally (the output layer too), survivors reset to that state,
+    # trained from step 4 to the end with a fresh optimizer
+    lv0, lv1 = store.state(run, 0), store.state(run, 1)
+    masks = {k: v.float() for k, v in lv1["masks"].items()}
+    assert sum(int(m.sum()) for m in masks.values()) == count_schedule(RESNET(2), 1)[1]
+    assert masks["fc.weight"].sum() < masks["fc.weight"].numel()
+    kept = torch.cat([lv0["model"][k][masks[k] > 0].abs() for k in masks])
+    gone = torch.cat([lv0["model"][k][masks[k] == 0].abs() for k in masks])
+    assert gone.max() <= kept.min()
+    model.load_state_dict(init)
+    train_model(model, masks, ds.x_train, ds.y_train, tc, order_seed(cfg), 4, None, ds.augment)
+    assert all(torch.allclose(lv1["model"][k], v) for k, v in model.state_dict().items())
+    assert all((lv1["model"][k][masks[k] == 0] == 0).all() for k in masks)

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['CIFAR_FOLDER', 'CIFAR_FILES', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_BLACK', 'read_cifar', 'write_cifar', 'keep_classes',
-           'cifar_dataset', 'augment']
+           'crop_flip', 'cifar_dataset']
 
 # %% ../../nbs/01c_cifar.ipynb #2ec0b51c
 import os
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +62,25 @@ def keep_classes(x, y, removed, num_classes=10):
     sel = new[y] >= 0
     return x[sel], new[y][sel], kept
 
+# %% ../../nbs/01c_cifar.ipynb #300ada60
+def crop_flip(x, seed, pad=4, fill=None):
+    "Random crops from a `pad`-pixel padding and horizontal flips of a batch `(n, c, h, w)`, drawn from `seed`."
+    n, c, h, w = x.shape
+    g = make_generator(seed)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=g).to(x.device)
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
+    xp = x.new_empty(n, c, h + 2 * pad, w + 2 * pad)
+    xp[:] = 0 if fill is None else fill.to(x).view(1, c, 1, 1)
+    xp[:, :, pad:pad + h, pad:pad + w] = x
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]
+    return xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
 # %% ../../nbs/01c_cifar.ipynb #91712227
 def cifar_dataset(root=None, noise=0.2, noise_mode='resample', seed=0, n_train=None, n_test=None, removed=(),
-                  download=None):
-    "CIFAR-10 without the classes `removed`, normalised `(n, 3, 32, 32)` float tensors, with label noise."
+                  augment=True, download=None):
+    "CIFAR-10 without the classes `removed`, normalised `(n, 3, 32, 32)` float tensors, label noise, crops and flips."
     check_noise(noise, noise_mode)
     for k, n in (('n_train', n_train), ('n_test', n_test)):
         if n is not None: check_int(k, n)
@@ -80,19 +96,5 @@ def cifar_dataset(root=None, noise=0.2, noise_mode='resample', seed=0, n_train=N
         return x, torch.from_numpy(y[:n]), kept
     (xtr, ytr, kept), (xte, yte, _) = prep(xtr, ytr, n_train), prep(xte, yte, n_test)
     return with_noise('cifar10', xtr, ytr, xte, yte, len(kept), noise, noise_mode, seed,
+                      augment=partial(crop_flip, fill=CIFAR_BLACK) if augment else None,
                       info=dict(root=str(root), classes=kept))
-
-# %% ../../nbs/01c_cifar.ipynb #300ada60
-def augment(x, seed, pad=4, fill=None):
-    "Random crops from a `pad`-pixel padding and horizontal flips of a batch `(n, c, h, w)`, drawn from `seed`."
-    n, c, h, w = x.shape
-    g = make_generator(seed)
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=g).to(x.device)
-    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
-    xp = x.new_empty(n, c, h + 2 * pad, w + 2 * pad)
-    xp[:] = 0 if fill is None else fill.to(x).view(1, c, 1, 1)
-    xp[:, :, pad:pad + h, pad:pad + w] = x
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = dx[:, None] + torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]
-    return xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)

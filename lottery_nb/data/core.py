@@ -51,6 +51,7 @@ class Dataset:
     noise: float = 0.0
     noise_mode: str = 'resample'
     mixture: object = None  # the task's `Mixture`, for synthetic data
+    augment: object = None  # `(batch, seed) -> batch` for training batches (CIFAR's crops and flips), or None
     info: dict = field(default_factory=dict)
 
     @property
