@@ -8,7 +8,7 @@ __all__ = ['ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DEFAULTS', 'PROTECTED
            'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed', 'build_dataset', 'build_model',
            'level_metrics', 'free_memory', 'check_memory', 'run_imp', 'model_sizes', 'next_count', 'plan_trajectory',
            'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds', 'Sweep', 'run_sweeps',
-           'arch_sweeps', 'arch_notes']
+           'arch_sweeps', 'sweep_notes']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
@@ -533,8 +533,9 @@ def arch_sweeps(dataset, archs, fcn, resnet, replicates=1, levels=40, n_test=Non
                      dict(arch=a, data=dict(n_train=n, n_test=n_test, noise=noise), train=dict(epochs=e)))
             for a, (ws, ss, n, e) in grids.items()}
 
-def arch_notes(sweeps):
-    "How the architectures' sweeps depart from the protocol in data size, epochs and replicates; shared notes once."
+def sweep_notes(sweeps):
+    "How named sweeps (a dict) depart from the protocol in data size, epochs and replicates; shared notes once."
+
     per = {a: [n for n in sw.scale_notes() if not n.startswith(('widths', 'starts', 'last levels'))] for a, sw in sweeps.items()}
     common = set.intersection(*map(set, per.values())) if per else set()
     return [n for n in next(iter(per.values()), []) if n in common] + [f'{a}: {n}' for a, ns in per.items() for n in ns

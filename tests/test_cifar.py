@@ -30,6 +30,7 @@ def test_published_counts_and_count_sequences():
     assert [RESNET(w) for w in (11, 15, 40, 60, 100, 150)] == [128_271, 238_155, 1_689_080, 3_798_420, 10_546_700,
                                                                23_725_050]
     assert count_schedule(RESNET(80), 23)[-1] == 39_843  # Fig. 4b's ResNet
+    assert count_schedule(3_868_176, 20)[-1] == 44_590  # Fig. 4b's DenseNet: growth rate 24, level 20
     assert count_schedule(RESNET(40), 20)[-1] == 19_467  # Table 1 prints 19,647
     assert count_schedule(RESNET(20), 18)[:1] + count_schedule(RESNET(20), 18)[-1:] == [422_940, 7_612]
     vgg, out = 14_715_584, arch_counts("vgg16", 64, 3072, 10)["output"]

@@ -5,7 +5,8 @@ import torch
 from conftest import stand_in_data, stand_in_images
 from lottery_nb.core import ConfigError
 from lottery_nb.data import fashion_dataset, make_dataset, mnist_dataset, write_idx
-from lottery_nb.imp import arch_notes, arch_sweeps, imp_config, next_count, plan_trajectory, run_imp, train_defaults
+from lottery_nb.imp import (arch_sweeps, imp_config, next_count, plan_trajectory, run_imp, sweep_notes,
+                            train_defaults)
 from lottery_nb.models import arch_counts, count_params, make_model
 from lottery_nb.pruning import count_schedule
 from lottery_nb.store import RunStore
@@ -93,6 +94,6 @@ def test_arch_sweeps_give_resnet6_its_own_scale_and_say_so():
     n_train = {a: sw.config_of(sw.starts[0])["data"]["n_train"] for a, sw in sws.items()}
     assert n_train == dict(fcn2=None, fcn3=None, resnet6=1000)
     assert sws["resnet6"].config_of(4)["train"]["milestones"] == [3, 4]
-    assert arch_notes(sws) == ["replicates 1 (paper 3)", "resnet6: n_train 1000 (paper all)",
+    assert sweep_notes(sws) == ["replicates 1 (paper 3)", "resnet6: n_train 1000 (paper all)",
                                "resnet6: epochs 6 (paper 120)"]
-    assert arch_notes({a: sws[a] for a in ("fcn2", "fcn3")}) == ["replicates 1 (paper 3)"]
+    assert sweep_notes({a: sws[a] for a in ("fcn2", "fcn3")}) == ["replicates 1 (paper 3)"]
