@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['MIXTURE_WIDTHS', 'OPENLTH_EPOCH', 'PLAIN_EPOCH', 'OPENLTH_LOADING', 'timed', 'matmul_rate', 'peak_memory_mb',
-           'train_flops', 'slice_models', 'time_training', 'run_bench']
+           'train_flops', 'slice_models', 'time_training', 'conv_bench', 'run_bench']
 
 # %% ../nbs/11_bench.ipynb #35f33ac0
 import resource
@@ -14,6 +14,7 @@ import time
 import torch
 
 from .core import get_device, make_generator
+
 from .data import mixture_dataset
 from .imp import PAPER_LEVELS
 from .models import make_model, prunable
@@ -68,6 +69,27 @@ def time_training(arch, widths, replicates, x, y, epochs=1, level=0, engine='ban
     models, masks, seeds = slice_models(arch, widths, replicates, x.shape[1], int(y.max()) + 1, level, device)
     # repeats keep training the same models: the work per call is the same
     return timed(lambda: train_models(models, masks, x, y, cfg, seeds, engine=engine), repeats, device), train_flops(models, len(x), epochs)
+
+# %% ../nbs/11_bench.ipynb #cc42c2f4
+def conv_bench(widths=(2, 4, 8), replicates=3, n=1024, device=None, out=print):
+    "Per-model against fused training of ResNet-20s, one epoch of `n` random images; returns the times by width."
+    device = get_device(device)
+    g = make_generator(0)
+    x, y = torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(10, (n,), generator=g).to(device)
+    cfg, res = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), {}
+    for w in widths:
+        t = {}
+        for engine in ('bank', 'fused'):
+            ms = [make_model('resnet20', w, 3072, 10, seed=r).to(device) for r in range(replicates)]
+            t[engine] = timed(lambda: train_models(ms, [None] * replicates, x, y, cfg, list(range(replicates)),
+                                                   engine=engine), 1, device)
+        res[w] = dict(alone_s=t['bank'], fused_s=t['fused'], ratio=t['bank'] / t['fused'],
+                      epoch_s=t['bank'] / replicates * 50_000 / n)
+        out(f"ResNet-20 W={w:<4} × {replicates}: one at a time {t['bank']:7.2f} s, fused {t['fused']:7.2f} s "
+            f"(fused speed-up {t['bank'] / t['fused']:.2f}x); "
+            f"a 50,000-image epoch of one model alone ≈ {res[w]['epoch_s']:.1f} s")
+
+    return res
 
 # %% ../nbs/11_bench.ipynb #900788ec
 MIXTURE_WIDTHS = [2, 4, 8, 16, 32, 64, 128, 256, 500]
@@ -135,4 +157,9 @@ def run_bench(quick=False, device=None, replicates=5, epochs=1, out=print):
     out(f"\n(5) paper Fig. 1 MNIST sweep (11 widths up to 10,000, their published level counts, 3 replicates, 120 epochs of 60,000):"
         f" {total / 1e15:.1f} PFLOP of dense training at the MNIST bank's {res['mnist_bank']['gflops']:.1f} GFLOP/s ≈ {hours:.0f} hours"
         " (an upper bound: compaction of dead units is not counted); on a GPU: not measured by this run")
+    cw = [2] if quick else [2, 4, 8, 16]
+    out(f"\n(6) CIFAR ResNet-20, widths {cw} × {2 if quick else 3} replicates, one epoch of {256 if quick else 1024} random "
+        "32×32 images: one model at a time against fused per width")
+    res['conv'] = conv_bench(cw, 2 if quick else 3, 256 if quick else 1024, device, out)
     return res
+

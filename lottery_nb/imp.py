@@ -293,6 +293,9 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     if len(targets) != len(configs): raise ConfigError(f"got {len(targets)} level targets for {len(configs)} configurations")
     for t in targets: check_int('levels', t, 0)
     check_choice('engine', engine, ENGINES)
+    if engine == 'fused':  # its float rounding depends on which models share a group: not for stored results
+        raise ConfigError("engine 'fused' does not train stored trajectories: a stored result must not depend on "
+                          "which models trained beside it; use 'bank' (convolutional models then train one at a time)")
     if min_params is not None: check_int('min_params', min_params, 0)
     store = store if isinstance(store, RunStore) else RunStore(store)
     ex = current_executor() if executor is None else executor

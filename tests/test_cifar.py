@@ -13,7 +13,8 @@ from lottery_nb.imp import build_dataset, build_model, imp_config, next_count, o
 from lottery_nb.models import arch_counts, make_model, prunable
 from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
 from lottery_nb.store import RunStore
-from lottery_nb.training import TrainConfig, train_model
+from lottery_nb.training import TrainConfig, train_model, train_models
+from lottery_nb.training.fused import train_fused
 
 RESNET = lambda w: 1054 * w * w + 67 * w
 CIFAR_LEVELS = {2: 2, 5: 7, 8: 10, 11: 12, 15: 16, 20: 18, 40: 24, 60: 27, 80: 30, 100: 31, 120: 35, 150: 38}
@@ -137,3 +138,43 @@ def test_cifar_imp_rewinds_every_level_to_the_early_state(tmp_path):
     train_model(model, masks, ds.x_train, ds.y_train, tc, order_seed(cfg), 4, None, ds.augment)
     assert all(torch.allclose(lv1["model"][k], v) for k, v in model.state_dict().items())
     assert all((lv1["model"][k][masks[k] == 0] == 0).all() for k in masks)
+
+
+def _trained_pair(arch, width, dim, dtype, steps_cfg, n=64):
+    g = torch.Generator().manual_seed(3)
+    shape = (n, 3, 32, 32) if dim == 3072 else (n, dim)
+    xs = [torch.randn(*shape, generator=g, dtype=dtype) for _ in range(2)]
+    ys = [torch.randint(10, (n,), generator=g) for _ in range(2)]
+    make = lambda: [make_model(arch, width, dim, 10, seed=s).to(dtype) for s in range(3)]
+    fused, alone = make(), make()
+    masks = [None] + [prune_masks(prunable(m), ones_masks(prunable(m)), 0.3 * i) for i, m in enumerate(fused) if i]
+    shift = lambda x, seed: x.roll(seed % 5, dims=-1)  # a seeded stand-in for crops and flips
+    ids, seeds, aug = [0, 1, 1], [4, 5, 6], [shift if dim == 3072 else None, None]
+    train_fused(fused, masks, xs, ys, steps_cfg, seeds, data_ids=ids, augments=aug)
+    for m, mk, d, s in zip(alone, masks, ids, seeds):
+        train_model(m, mk, xs[d], ys[d], steps_cfg, s, augment=aug[d])
+    diff = max((a.double() - b.double()).abs().max().item() for f, l in zip(fused, alone)
+               for a, b in zip(f.state_dict().values(), l.state_dict().values()))
+    return fused, masks, diff
+
+
+@pytest.mark.parametrize("arch,width,dim", [("resnet20", 2, 3072), ("vgg16", 2, 3072), ("densenet121", 2, 3072),
+                                            ("resnet6", 3, 784)])
+def test_fused_training_is_the_reference_arithmetic(arch, width, dim):
+    cfg = TrainConfig(epochs=2, batch_size=16, momentum=0.9, weight_decay=1e-4, milestones=(1,))
+    fused, masks, diff = _trained_pair(arch, width, dim, torch.float64, cfg)
+    assert diff < 1e-9, diff  # float64: the same arithmetic in other kernels
+    for m, mk in zip(fused[1:], masks[1:]):
+        assert all((w[mk[k] == 0] == 0).all() for k, w in prunable(m).items())
+    _, _, diff32 = _trained_pair(arch, width, dim, torch.float32, TrainConfig(epochs=1, batch_size=64))
+    assert diff32 < 1e-3, diff32  # float32, one step at rate 0.1: rounding only (DenseNet-121: 2e-4)
+
+
+def test_the_fused_engine_groups_models_by_shape_and_the_driver_refuses_it(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 3, 32, 32, generator=g), torch.randint(10, (32,), generator=g)
+    models = [make_model("resnet20", w, 3072, 10, seed=s) for w, s in ((2, 0), (2, 1), (3, 0), (2, 2))]
+    st = train_models(models, [None] * 4, x, y, TrainConfig(epochs=1, batch_size=16), [0, 1, 0, 2], engine="fused")
+    assert st["banks"] == 2  # the three of width 2 as one, the width-3 model alone
+    with pytest.raises(ConfigError, match="engine 'fused' does not train stored trajectories"):
+        run_imp([imp_config("cifar10", 2)], 1, tmp_path, engine="fused")
