@@ -111,7 +111,15 @@ def markdown_table(rows, cols=None, digits=4):
 PAPER_TABLE1 = {'mnist': {50: (45_200, 6_061, 0.105, 0.048), 100: (89_400, 4_908, 0.176, 0.059),
                           300: (266_200, 5_987, 0.163, 0.071), 500: (443_000, 6_377, 0.144, 0.064),
                           1000: (885_000, 10_196, 0.123, 0.084), 5000: (4_421_000, 10_683, 0.099, 0.089),
-                          10000: (8_841_000, 17_094, 0.091, 0.097)}}  # full, pruned params; full, pruned test error
+                          10000: (8_841_000, 17_094, 0.091, 0.097)},  # full, pruned params; full, pruned test error
+                # CIFAR-10, ResNet-20 of width W, with the printed table's errata mended: it repeats W = 15's row where
+                # W = 20's belongs (422,940 → 14,874, 0.188 → 0.140 here), and prints 19,647 for W = 40, which no
+                # trajectory reaches (19,467 is its level 20); every pruned count below is on its width's count sequence
+                'cifar10': {11: (128_271, 17_211, 0.143, 0.141), 15: (238_155, 16_359, 0.159, 0.143),
+                            20: (422_940, 14_874, 0.188, 0.140), 40: (1_689_080, 19_467, 0.187, 0.130),
+                            60: (3_798_420, 35_028, 0.165, 0.128), 100: (10_546_700, 49_799, 0.146, 0.128),
+                            150: (23_725_050, 57_356, 0.137, 0.129)}}
+
 PAPER_COLUMNS = ('paper_full_params', 'paper_pruned_params', 'paper_full_test_error', 'paper_pruned_test_error')
 # Fig. 4b's best pruned counts on CIFAR-10; the paper prints 39,483 for the ResNet (W = 80), a count no trajectory
 # reaches: 39,843 is its level 23

@@ -266,9 +266,14 @@ NEAR = 2  # Fig. 7: the lowest noisy-label ECE at most this many levels from the
 
 def _n_test(m): return m['parameters'].get('n_test') or 10_000  # None: all of MNIST's test set
 
+def _mnist_rows(m):
+    "The MNIST rows of a Table 1 run under the practised rule (empty when the run has no MNIST table)."
+    return m['rows'].get('mnist', {}).get('paper', [])
+
 def check_mnist_minima(m):
     "Largest / smallest best pruned count over the starts of a Table 1 run at most the paper's spread."
-    rows = m['rows']['paper']
+    rows = _mnist_rows(m)
+    if not rows: return 'no MNIST rows', NO_DATA
     c, f = [r['pruned_params'] for r in rows], [r['full_params'] for r in rows]
     if len(c) < 2: return 'one start only', NO_DATA
     q = max(c) / min(c)
@@ -277,7 +282,8 @@ def check_mnist_minima(m):
 
 def check_mnist_beats_full(m):
     "Best pruned test error below the full model's by more than 2σ, for every start of a Table 1 run."
-    rows = m['rows']['paper']
+    rows = _mnist_rows(m)
+    if not rows: return 'no MNIST rows', NO_DATA
     oks = [below(r['pruned_test_error'], r['full_test_error'], _n_test(m)) for r in rows]
     items = [f"w={r['width']} {_mark(ok)} {r['full_test_error']:.3f} → {r['pruned_test_error']:.3f}" for r, ok in zip(rows, oks)]
     return _ours(items, oks), tally(oks)

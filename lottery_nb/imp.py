@@ -8,7 +8,7 @@ __all__ = ['ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DEFAULTS', 'PROTECTED
            'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed', 'build_dataset', 'build_model',
            'level_metrics', 'free_memory', 'check_memory', 'run_imp', 'model_sizes', 'next_count', 'plan_trajectory',
            'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds', 'Sweep', 'run_sweeps',
-           'arch_sweeps', 'sweep_notes']
+           'arch_sweeps', 'sweep_notes', 'dataset_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
@@ -37,7 +37,8 @@ from .store import RunStore, canonical, read_json, repair, run_name
 from .training import ENGINES, TrainConfig, predict, train_models
 
 # %% ../nbs/07_imp.ipynb #d77af77a
-def step_decay(epochs): return dict(milestones=[epochs // 2, 3 * epochs // 4])  # CIFAR: 80, 120 of 160
+def step_decay(epochs): return dict(milestones=[max(1, epochs // 2), max(1, 3 * epochs // 4)])  # CIFAR: 80, 120 of 160
+
 
 ARCH_TRAIN = {'resnet6': lambda epochs: dict(momentum=0.9, weight_decay=1e-4, **step_decay(epochs))}
 DATA_TRAIN = {'cifar10': step_decay}
@@ -544,3 +545,16 @@ def sweep_notes(sweeps):
     return [n for n in next(iter(per.values()), []) if n in common] + [f'{a}: {n}' for a, ns in per.items() for n in ns
                                                                        if n not in common]
 
+
+# %% ../nbs/07_imp.ipynb #894aa4a1
+def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2):
+    """One `Sweep` per dataset; `mnist` (for `mnist` and `fashion`) and `cifar` (for `cifar10`) are
+    `(widths, starts, n_train, n_test, epochs)`."""
+    sweeps = {}
+    for d in datasets:
+        check_choice('dataset', d, (*IMAGE_SETS, 'cifar10'))
+        widths, starts, n_train, n_test, epochs = cifar if d == 'cifar10' else mnist
+        last = PAPER_LEVELS['cifar10' if d == 'cifar10' else 'mnist'] if levels is None else levels
+        cfg = dict(data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
+        sweeps[d] = Sweep(d, widths, starts, replicates, last, None, cfg)
+    return sweeps

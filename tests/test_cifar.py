@@ -178,3 +178,10 @@ def test_the_fused_engine_groups_models_by_shape_and_the_driver_refuses_it(tmp_p
     assert st["banks"] == 2  # the three of width 2 as one, the width-3 model alone
     with pytest.raises(ConfigError, match="engine 'fused' does not train stored trajectories"):
         run_imp([imp_config("cifar10", 2)], 1, tmp_path, engine="fused")
+
+
+def test_table1_cifar_rows_as_mended_lie_on_the_count_sequences():
+    from lottery_nb.analysis import PAPER_TABLE1
+    for w, (full, pruned, _, _) in PAPER_TABLE1["cifar10"].items():
+        assert full == RESNET(w) and pruned in count_schedule(full, 40), w
+    assert 19_647 not in count_schedule(RESNET(40), 40)  # the printed W = 40 count, mended to 19,467

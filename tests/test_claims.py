@@ -221,10 +221,12 @@ def test_committed_outputs_give_every_claim_a_verdict():
 
 
 def test_mnist_claims_read_their_figures():
-    t1 = dict(parameters=dict(n_test=None), rows=dict(paper=[
+    t1 = dict(parameters=dict(n_test=None), rows=dict(mnist=dict(paper=[
         dict(width=w, full_params=884 * w + 1000, pruned_params=c, full_test_error=f, pruned_test_error=p)
-        for w, c, f, p in ((50, 6061, 0.105, 0.048), (100, 4908, 0.176, 0.059), (10000, 17094, 0.091, 0.097))]))
+        for w, c, f, p in ((50, 6061, 0.105, 0.048), (100, 4908, 0.176, 0.059), (10000, 17094, 0.091, 0.097))])))
     rows = {r['key']: r for r in ledger({(T1, 'paper'): t1})}
     assert rows['mnist_minima']['verdict'] == REPRODUCED and '(3.48×)' in rows['mnist_minima']['ours']
     assert rows['mnist_beats_full']['verdict'] == PARTLY and 'w=10000 ✗ 0.091 → 0.097' in rows['mnist_beats_full']['ours']
     assert rows['underconfident']['verdict'] == NO_DATA
+    cifar_only = dict(parameters=dict(n_test=None), rows=dict(cifar10=dict(paper=[])))
+    assert {r['key']: r['verdict'] for r in ledger({(T1, 'paper'): cifar_only})}['mnist_minima'] == NO_DATA
