@@ -537,14 +537,14 @@ def arch_sweeps(dataset, archs, fcn, resnet, replicates=1, levels=40, n_test=Non
                      dict(arch=a, data=dict(n_train=n, n_test=n_test, noise=noise), train=dict(epochs=e)))
             for a, (ws, ss, n, e) in grids.items()}
 
-def sweep_notes(sweeps):
-    "How named sweeps (a dict) depart from the protocol in data size, epochs and replicates; shared notes once."
-
-    per = {a: [n for n in sw.scale_notes() if not n.startswith(('widths', 'starts', 'last levels'))] for a, sw in sweeps.items()}
+def sweep_notes(sweeps, grid=False):
+    """How named sweeps (a dict) depart from the protocol in data size, epochs and replicates, and with `grid` in
+    widths, starts and levels too; notes shared by all sweeps once, the others prefixed by the sweep's name."""
+    keep = lambda n: grid or not n.startswith(('widths', 'starts', 'last levels'))
+    per = {a: [n for n in sw.scale_notes() if keep(n)] for a, sw in sweeps.items()}
     common = set.intersection(*map(set, per.values())) if per else set()
     return [n for n in next(iter(per.values()), []) if n in common] + [f'{a}: {n}' for a, ns in per.items() for n in ns
                                                                        if n not in common]
-
 
 # %% ../nbs/07_imp.ipynb #894aa4a1
 def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2):
