@@ -182,6 +182,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                 'lottery_nb.imp.arch_sweeps': ('imp.html#arch_sweeps', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp.build_dataset': ('imp.html#build_dataset', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp.build_model': ('imp.html#build_model', 'lottery_nb/imp.py'),
+                                'lottery_nb.imp.calibration_sweeps': ('imp.html#calibration_sweeps', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp.check_memory': ('imp.html#check_memory', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp.config_label': ('imp.html#config_label', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp.data_shape': ('imp.html#data_shape', 'lottery_nb/imp.py'),

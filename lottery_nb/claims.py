@@ -291,16 +291,19 @@ def check_mnist_beats_full(m):
 # %% ../nbs/16_claims.ipynb #2f8da1ef
 def check_underconfident(m):
     "Fig. 6: the best pruned model's reliability curve above the diagonal on average, the full model's below."
-    a = m['above_diagonal']
+    a = m['results'].get('mnist', {}).get('above_diagonal')
+    if a is None: return 'no MNIST panel', NO_DATA
     oks = [a['best pruned'] > 0, a['full'] < 0]
     items = [f"best pruned {a['best pruned']:+.3f} {_mark(oks[0])}", f"full {a['full']:+.3f} {_mark(oks[1])}"]
     return _ours(items, oks, head='mean observed − predicted over the bins; '), tally(oks)
 
 def check_noisy_calibrated(m):
     "Fig. 7: the level of lowest ECE against noisy labels within `NEAR` levels of the best pruned model."
-    best, low = m['marks']['best pruned'], m['marks']['lowest ECE, noisy']
+    marks = m['results'].get('mnist', {}).get('marks')
+    if marks is None: return 'no MNIST panel', NO_DATA
+    best, low = marks['best pruned'], marks['lowest ECE, noisy']
     ok = abs(best['level'] - low['level']) <= NEAR
-    clean = m['marks']['lowest ECE, clean']
+    clean = marks['lowest ECE, clean']
     return (f"best pruned level {best['level']} ({best['counted']:,} weights), lowest noisy-label ECE at level "
             f"{low['level']} {_mark(ok)}; lowest clean-label ECE at level {clean['level']}"), REPRODUCED if ok else NOT_REPRODUCED
 

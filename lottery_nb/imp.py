@@ -8,7 +8,7 @@ __all__ = ['ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DEFAULTS', 'PROTECTED
            'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed', 'build_dataset', 'build_model',
            'level_metrics', 'free_memory', 'check_memory', 'run_imp', 'model_sizes', 'next_count', 'plan_trajectory',
            'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds', 'Sweep', 'run_sweeps',
-           'arch_sweeps', 'sweep_notes', 'dataset_sweeps']
+           'arch_sweeps', 'sweep_notes', 'dataset_sweeps', 'calibration_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
@@ -557,4 +557,16 @@ def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2)
         last = PAPER_LEVELS['cifar10' if d == 'cifar10' else 'mnist'] if levels is None else levels
         cfg = dict(data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
         sweeps[d] = Sweep(d, widths, starts, replicates, last, None, cfg)
+    return sweeps
+
+# %% ../nbs/07_imp.ipynb #4f83635d
+def calibration_sweeps(datasets, mnist, cifar, replicates=1, noise=0.2):
+    """One single-width `Sweep` per dataset for the calibration figures (6, 7, S4); `mnist` (for `mnist` and `fashion`)
+    and `cifar` (for `cifar10`) are `(arch, width, levels, n_train, n_test, epochs)`."""
+    sweeps = {}
+    for d in datasets:
+        check_choice('dataset', d, (*IMAGE_SETS, 'cifar10'))
+        arch, width, levels, n_train, n_test, epochs = cifar if d == 'cifar10' else mnist
+        cfg = dict(arch=arch, data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
+        sweeps[d] = Sweep(d, [width], [width], replicates, levels, None, cfg)
     return sweeps
