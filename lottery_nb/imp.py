@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DEFAULTS', 'PROTECTED_OUTPUT', 'LIVE', 'COSTS', 'PAPER_SCALE',
            'PAPER_WIDTHS', 'PAPER_LEVELS', 'step_decay', 'train_defaults', 'train_size', 'default_rewind', 'data_shape',
-           'imp_config', 'config_label', 'grid_configs', 'init_seed', 'order_seed', 'build_dataset', 'build_model',
-           'level_metrics', 'free_memory', 'check_memory', 'run_imp', 'model_sizes', 'next_count', 'plan_trajectory',
-           'live_widths', 'stream_weights', 'round_work', 'work_item', 'plan_rounds', 'Sweep', 'run_sweeps',
-           'arch_sweeps', 'sweep_notes', 'dataset_sweeps', 'calibration_sweeps']
+           'imp_config', 'config_label', 'grid_configs', 'fuse_members', 'fuse_key', 'with_members', 'init_seed',
+           'order_seed', 'build_dataset', 'build_model', 'level_metrics', 'free_memory', 'check_memory', 'run_imp',
+           'model_sizes', 'next_count', 'plan_trajectory', 'live_widths', 'stream_weights', 'round_work', 'work_item',
+           'plan_rounds', 'Sweep', 'run_sweeps', 'arch_sweeps', 'sweep_notes', 'dataset_sweeps', 'calibration_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
@@ -95,7 +95,7 @@ def _merge(name, given, defaults):
     return {**defaults, **(given or {})}
 
 def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, prune_fraction=0.2,
-               prune_rule='paper', prune_output=None, rewind_step=None, bias_init=None, seed=0):
+               prune_rule='paper', prune_output=None, rewind_step=None, bias_init=None, seed=0, fuse=1):
     "A validated, complete IMP configuration (a JSON-ready dict) with dataset defaults filled in."
     check_choice('dataset', dataset, DEFAULTS)
     d, arch = DEFAULTS[dataset], check_choice('architecture', arch or DEFAULTS[dataset]['arch'], ARCHS)
@@ -109,6 +109,9 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
                prune_rule=check_choice('prune_rule', prune_rule, PRUNE_RULES), prune_output=bool(prune_output),
                rewind_step=check_int('rewind_step', rewind_step, 0),
                bias_init=check_choice('bias_init', bias_init or d['bias_init'], BIAS_INITS), seed=check_int('seed', seed, 0))
+    if check_int('fuse', fuse) > 1:  # the key exists only when used: other configurations keep their stored form
+        if arch in FCN_ARCHS: raise ConfigError(f"fuse {fuse}: FCNs train in the bank; only convolutional models fuse")
+        cfg['fuse'] = fuse
     check_noise(dd['noise'], dd['noise_mode'])
     check_int('seed', dd['seed'], 0)
     if dataset in TASKS:
@@ -128,6 +131,32 @@ def config_label(cfg):
 def grid_configs(dataset, widths, replicates=1, **kw):
     "Configurations for every width × replicate (replicates `0..replicates-1`)."
     return [imp_config(dataset, w, r, **kw) for w in widths for r in range(check_int('replicates', replicates))]
+
+# %% ../nbs/07_imp.ipynb #d6d88038
+def fuse_members(cfg):
+    "The configurations that train fused with `cfg`, itself included, in replicate order."
+    size = cfg.get('fuse', 1)
+    first = cfg['replicate'] // size * size
+    return [{**cfg, 'replicate': first + j} for j in range(size)]
+
+def fuse_key(cfg):
+    "Equal for the members of one fused group; None for a configuration that trains alone."
+    if cfg.get('fuse', 1) == 1: return None
+    return canonical({**cfg, 'replicate': cfg['replicate'] // cfg['fuse']})
+
+def with_members(configs, targets):
+    "Configurations and level targets with every fused group completed, all its members at its highest target."
+    top = {}
+    for c, t in zip(configs, targets):
+        if (k := fuse_key(c)) is not None: top[k] = max(t, top.get(k, 0))
+    out, levels, seen = list(configs), [top.get(fuse_key(c), t) for c, t in zip(configs, targets)], set(map(canonical, configs))
+    for m in (m for c in configs for m in fuse_members(c)):
+        if canonical(m) not in seen:
+            seen.add(canonical(m))
+            out.append(m)
+            levels.append(top[fuse_key(m)])
+    return out, levels
+
 
 # %% ../nbs/07_imp.ipynb #99ae9809
 def init_seed(cfg): return derive_seed(cfg['seed'], 'init', cfg['arch'], cfg['width'], cfg['replicate'])
@@ -203,6 +232,18 @@ def _group(idx, cfgs, key):
     return g
 
 def _data_key(c): return canonical([c['dataset'], c['data']])
+
+def _fused(idx, cfgs, levels=None):
+    "Positions in `idx` of each fused group, in replicate order, refusing a group that is incomplete or out of step."
+    groups = {}
+    for j, i in enumerate(idx):
+        if (k := fuse_key(cfgs[i])) is not None: groups.setdefault(k, []).append(j)
+    for js in groups.values():
+        c = cfgs[idx[js[0]]]
+        if len(js) != c['fuse'] or (levels is not None and len({levels[j] for j in js}) > 1):
+            raise ConfigError(f"fused group of {config_label(c)} is incomplete or out of step (a member's records were "
+                              "removed?); remove the group's runs from the store to recompute it")
+    return [sorted(js, key=lambda j: cfgs[idx[j]]['replicate']) for js in groups.values()]
 def _schedule(c): return canonical([c['train'], c['rewind_step']])
 
 def _prepare(store, runs, cfgs, idx, datasets, device, engine):
@@ -216,7 +257,7 @@ def _prepare(store, runs, cfgs, idx, datasets, device, engine):
             train_models([models[i] for i in grp], [None] * len(grp), [datasets[k].x_train for k in keys],
                          [datasets[k].y_train for k in keys], TrainConfig(**c['train']), [order_seed(cfgs[i]) for i in grp],
                          0, c['rewind_step'], engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in grp],
-                         augments=[datasets[k].augment for k in keys])
+                         augments=[datasets[k].augment for k in keys], groups=_fused(grp, cfgs))
     for i in new: store.save(runs[i], 'init.pt', {k: v.cpu() for k, v in models[i].state_dict().items()})
 
 def _replay(store, held):
@@ -257,7 +298,8 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
     t0 = time.perf_counter()
     st = train_models(models, masks, [datasets[k].x_train for k in keys], [datasets[k].y_train for k in keys],
                       TrainConfig(**c0['train']), [order_seed(cfgs[i]) for i in live], c0['rewind_step'], None, engine,
-                      data_ids=[keys.index(_data_key(cfgs[i])) for i in live], augments=[datasets[k].augment for k in keys])
+                      data_ids=[keys.index(_data_key(cfgs[i])) for i in live], augments=[datasets[k].augment for k in keys],
+                      groups=_fused(live, cfgs, levels))
     secs = time.perf_counter() - t0
     say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
     tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
@@ -293,16 +335,19 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     targets = list(levels) if isinstance(levels, (list, tuple)) else [levels] * len(configs)
     if len(targets) != len(configs): raise ConfigError(f"got {len(targets)} level targets for {len(configs)} configurations")
     for t in targets: check_int('levels', t, 0)
+    asked = len(configs)
+    configs, targets = with_members(configs, targets)  # a fused configuration trains with its whole group
     check_choice('engine', engine, ENGINES)
     if engine == 'fused':  # its float rounding depends on which models share a group: not for stored results
         raise ConfigError("engine 'fused' does not train stored trajectories: a stored result must not depend on "
-                          "which models trained beside it; use 'bank' (convolutional models then train one at a time)")
+                          "which models trained beside it; give the configurations fuse=G instead")
+
     if min_params is not None: check_int('min_params', min_params, 0)
     store = store if isinstance(store, RunStore) else RunStore(store)
     ex = current_executor() if executor is None else executor
     if ex.kind != 'local':
         kw = dict(engine=engine, device=device, keep_weights=keep_weights, min_params=min_params, data_root=data_root)
-        return _run_jobs(ex, configs, targets, store, progress, kw)
+        return _run_jobs(ex, configs, targets, store, progress, kw)[:asked]
     device = get_device(device)
     check_memory(configs, device)
     with ExitStack() as held:  # every trajectory this call advances is held; one sorted order for all runners
@@ -341,7 +386,8 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
                              work_done=work_done, work=work, levels_done=done,
                              trajectories_done=sum(not pending(i) for i in need))
         finally: rep.emit('done')
-    return runs
+    return runs[:asked]
+
 
 # %% ../nbs/07_imp.ipynb #47e8c4a8
 def _imp_job(configs, targets, root, kw):
@@ -354,7 +400,11 @@ def _run_jobs(ex, configs, targets, store, draw, kw):
     "Advance the configurations' trajectories as SLURM jobs, one per schedule group; returns the run folders."
     found = [store.find(c, config_label(c)) for c in configs]
     need = [i for i, r in enumerate(found) if r is None or _pending(store, r, targets[i], kw['min_params'])]
-    groups = job_groups([_schedule(configs[i]) for i in need], ex.trajectories_per_job)
+    sizes = [configs[i].get('fuse', 1) for i in need]
+    if ex.trajectories_per_job and max(sizes, default=1) > ex.trajectories_per_job:
+        raise ConfigError(f"fused groups of {max(sizes)} need trajectories_per_job >= {max(sizes)}")
+    groups = job_groups([(_schedule(configs[i]), fuse_key(configs[i])) for i in need], ex.trajectories_per_job)
+
     root = Path(store.root).resolve()
     args = [([configs[need[j]] for j in g], [targets[need[j]] for j in g], str(root), kw) for g in groups]
     rep = reporter(draw=draw)

@@ -1,15 +1,17 @@
 """CIFAR-side pieces: architecture counts and the published count sequences, the CIFAR-10 loader on data the tests
 write (and on the real subset when `LOTTERY_NB_DATA` holds it), class removal, on-device augmentation."""
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import assert_same_results, stored_results
 from lottery_nb.core import ConfigError
 from lottery_nb.data import CIFAR_BLACK, crop_flip, cifar_dataset, make_dataset, read_cifar, write_cifar
-from lottery_nb.imp import build_dataset, build_model, imp_config, next_count, order_seed, run_imp
+from lottery_nb.imp import build_dataset, build_model, config_label, imp_config, next_count, order_seed, run_imp
 from lottery_nb.models import arch_counts, make_model, prunable
 from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
 from lottery_nb.store import RunStore
@@ -176,7 +178,7 @@ def test_the_fused_engine_groups_models_by_shape_and_the_driver_refuses_it(tmp_p
     models = [make_model("resnet20", w, 3072, 10, seed=s) for w, s in ((2, 0), (2, 1), (3, 0), (2, 2))]
     st = train_models(models, [None] * 4, x, y, TrainConfig(epochs=1, batch_size=16), [0, 1, 0, 2], engine="fused")
     assert st["banks"] == 2  # the three of width 2 as one, the width-3 model alone
-    with pytest.raises(ConfigError, match="engine 'fused' does not train stored trajectories"):
+    with pytest.raises(ConfigError, match="engine .fused. does not train stored trajectories"):
         run_imp([imp_config("cifar10", 2)], 1, tmp_path, engine="fused")
 
 
@@ -185,3 +187,28 @@ def test_table1_cifar_rows_as_mended_lie_on_the_count_sequences():
     for w, (full, pruned, _, _) in PAPER_TABLE1["cifar10"].items():
         assert full == RESNET(w) and pruned in count_schedule(full, 40), w
     assert 19_647 not in count_schedule(RESNET(40), 40)  # the printed W = 40 count, mended to 19,467
+
+
+def test_fused_trajectories_are_a_function_of_their_configuration(tmp_path):
+    g = np.random.default_rng(2)
+    x, y = g.integers(0, 256, (48, 3, 32, 32), dtype=np.uint8), np.arange(48) % 10
+    write_cifar(tmp_path / "data", x, y, x[:16], y[:16])
+    cfg = lambda r: imp_config("cifar10", 2, replicate=r, data=dict(n_train=48), train=dict(epochs=16, batch_size=16),
+                               fuse=2)
+    go = lambda store, rs, levels: run_imp([cfg(r) for r in rs], levels, tmp_path / store, data_root=tmp_path / "data",
+                                           progress=False)
+    assert len(go("a", [0], 2)) == 1  # the runs asked for come back; the group's other member is stored too
+    go("b", [1], 2)
+    go("c", [0, 1], 1)
+    go("c", [1], 2)
+    a, b, c = (stored_results(tmp_path / s) for s in "abc")
+    assert len(a) == len(b) == len(c) == 6  # two replicates × levels 0–2, whoever was asked for, in whatever steps
+    assert_same_results(a, b)
+    assert_same_results(a, c)
+    assert "fuse" not in imp_config("cifar10", 2)
+    # a member whose records went missing puts the group out of step, and the driver says so
+    store = RunStore(tmp_path / "a")
+    run1 = store.find(cfg(1), config_label(cfg(1)))
+    shutil.rmtree(store.level_dir(run1, 2))
+    with pytest.raises(ConfigError, match="incomplete or out of step"):
+        go("a", [0], 3)

@@ -25,27 +25,31 @@ from .fused import shape_key, train_fused
 ENGINES = ('bank', 'loop', 'fused')
 
 def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, stop_step=None, engine='bank',
-                 data_ids=None, augments=None):
+                 data_ids=None, augments=None, groups=()):
     """Train `models` in place; model `i` uses `masks[i]`, dataset `data_ids[i]` (with its function of
-    `augments`, if any) and the data order of `seeds[i]`."""
+    `augments`, if any) and the data order of `seeds[i]`; each list of indices in `groups` trains fused."""
     if engine not in ENGINES: raise ConfigError(f"unknown engine {engine!r}; expected one of {list(ENGINES)}")
     xs, ys = (list(x), list(y)) if isinstance(x, (list, tuple)) else ([x], [y])
     data_ids = list(data_ids) if data_ids is not None else [0] * len(models)
     aug = list(augments) if augments is not None else [None] * len(xs)
     # the bank is FCN-only and does not augment
-    looped = [i for i, m in enumerate(models) if engine == 'loop' or not isinstance(m, FCN) or aug[data_ids[i]]]
-    groups = {}  # engine 'fused': models of one shape, training-set size and device train as one
+    held = {i for g in groups for i in g}  # the caller's fused groups
+    looped = [i for i, m in enumerate(models) if i not in held and
+              (engine == 'loop' or not isinstance(m, FCN) or aug[data_ids[i]])]
+    units = {}  # engine 'fused': models of one shape, training-set size and device train as one
     for i in looped:
         dev = str(next(models[i].parameters()).device)
-        groups.setdefault((shape_key(models[i]), len(xs[data_ids[i]]), dev) if engine == 'fused' else i, []).append(i)
+        units.setdefault((shape_key(models[i]), len(xs[data_ids[i]]), dev) if engine == 'fused' else i, []).append(i)
+    groups = [list(g) for g in groups] + list(units.values())
     stats = [train_fused([models[i] for i in g], [masks[i] for i in g], xs, ys, cfg, [seeds[i] for i in g], start_step,
                          stop_step, [data_ids[i] for i in g], aug) if len(g) > 1 else
              train_model(models[g[0]], masks[g[0]], xs[data_ids[g[0]]], ys[data_ids[g[0]]], cfg, seeds[g[0]], start_step,
-                         stop_step, aug[data_ids[g[0]]]) for g in groups.values()]
+                         stop_step, aug[data_ids[g[0]]]) for g in groups]
     steps, secs, stacks = sum(s['steps'] for s in stats), sum(s['seconds'] for s in stats), len(groups)
     banks = {}
     for i, (m, d) in enumerate(zip(models, data_ids)):  # one bank per training-set size and device
-        if i not in looped: banks.setdefault((len(xs[d]), str(next(m.parameters()).device)), []).append(i)
+        if i not in looped and i not in held: banks.setdefault((len(xs[d]), str(next(m.parameters()).device)), []).append(i)
+
     for idx in banks.values():
         bank = Bank([models[i] for i in idx], [masks[i] for i in idx], [(data_ids[i], seeds[i]) for i in idx],
                     compact=cfg.weight_decay == 0)
