@@ -4,22 +4,25 @@
 
 # %% auto #0
 __all__ = ['MIXTURE_WIDTHS', 'OPENLTH_EPOCH', 'PLAIN_EPOCH', 'OPENLTH_LOADING', 'timed', 'matmul_rate', 'peak_memory_mb',
-           'train_flops', 'slice_models', 'time_training', 'conv_bench', 'run_bench']
+           'train_flops', 'slice_models', 'time_training', 'conv_bench', 'run_bench', 'conv_check']
 
 # %% ../nbs/11_bench.ipynb #35f33ac0
+import contextlib
 import resource
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from .core import get_device, make_generator
-
-from .data import mixture_dataset
-from .imp import PAPER_LEVELS
+from .data import CIFAR_MEAN, CIFAR_STD, mixture_dataset, write_cifar
+from .imp import PAPER_LEVELS, PAPER_WIDTHS, imp_config, run_imp
 from .models import make_model, prunable
 from .pruning import ones_masks, prune_masks
-from .training import TrainConfig, train_models
+from .store import RunStore
+from .training import TrainConfig, predict, train_models
 
 # %% ../nbs/11_bench.ipynb #48175493
 def _sync(device):
@@ -163,3 +166,74 @@ def run_bench(quick=False, device=None, replicates=5, epochs=1, out=print):
     res['conv'] = conv_bench(cw, 2 if quick else 3, 256 if quick else 1024, device, out)
     return res
 
+
+# %% ../nbs/11_bench.ipynb #e232f00c
+def _images(n, seed, device='cpu'):
+    "`n` learnable uint8 images `(n, 3, 32, 32)` (a fixed template per class plus noise) and their labels."
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.randint(0, 256, (10, 3, 32, 32), generator=torch.Generator().manual_seed(99)).float()
+    y = torch.randint(10, (n,), generator=g)
+    return (0.6 * templates[y] + 60 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 255).to(torch.uint8), y
+
+def _precision(name, device):
+    "bf16 autocast on a GPU for `name == 'bf16'`, else nothing."
+    return torch.autocast(device.type, dtype=torch.bfloat16) if name == 'bf16' else contextlib.nullcontext()
+
+def _epochs(widths, x, y, device, precisions):
+    "Seconds of one 50,000-image epoch of one ResNet-20 per width and precision (a timed epoch of `x`, scaled)."
+    cfg, res = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), {}
+    for w in widths:
+        for p in precisions:
+            m = [make_model('resnet20', w, 3072, 10).to(device)]
+            with _precision(p, device): t = timed(lambda: train_models(m, [None], x, y, cfg, [0]), 1, device)
+            res[w, p] = t * 50_000 / len(x)
+    return res
+
+# %% ../nbs/11_bench.ipynb #c49424d4
+def _imp_levels(quick, device, out):
+    "(4) A few IMP levels of a small ResNet-20 on stand-in CIFAR-10 files, through `run_imp`: seconds per level."
+    with tempfile.TemporaryDirectory() as tmp:
+        (xa, ya), (xb, yb) = _images(512 if quick else 5000, 2), _images(128 if quick else 1000, 3)
+        write_cifar(tmp, xa.numpy(), ya.numpy(), xb.numpy(), yb.numpy())
+        cfg = imp_config('cifar10', 2 if quick else 8, data=dict(n_train=None), train=dict(epochs=2 if quick else 16))
+        run = run_imp([cfg], 2 if quick else 3, Path(tmp) / 'store', device=device, data_root=tmp, progress=False)[0]
+        store = RunStore(Path(tmp) / 'store')
+        levels = [store.level_metrics(run, l) for l in store.levels(run)]
+    secs = [m['compute']['seconds'] for m in levels]
+    out(f"(4) IMP, ResNet-20 W={cfg['width']}, {cfg['train']['epochs']} epochs: " +
+        ", ".join(f"level {l} {m['counted']:,} weights, test error {m['test_error']:.3f}, {s:.1f} s"
+                  for l, (m, s) in enumerate(zip(levels, secs))))
+    return dict(seconds=secs, test_error=[m['test_error'] for m in levels])
+
+# %% ../nbs/11_bench.ipynb #38d09bf7
+def conv_check(quick=False, device=None, out=print):
+    "The CIFAR-side check for a GPU (see above); returns what it printed as a dict."
+    device = get_device(device)
+    if device.type == 'cuda': torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    card = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
+    n = 256 if quick else 10_000
+    precisions = ('fp32', 'bf16') if device.type == 'cuda' else ('fp32',)
+    xs, ys = _images(n, 0)
+    x = ((xs.float() / 255 - CIFAR_MEAN[:, None, None]) / CIFAR_STD[:, None, None]).to(device)
+    widths = [2, 8] if quick else list(PAPER_WIDTHS['cifar10'])
+    out(f"{card}: (1) one ResNet-20, seconds per 50,000-image epoch (from {n} images)")
+    ep = _epochs(widths, x, ys.to(device), device, precisions)
+    for w in widths: out(f"  W={w:<4} " + "  ".join(f"{p} {ep[w, p]:8.2f} s" for p in precisions))
+    hours = sum(3 * (10 + 150 * (PAPER_LEVELS['cifar10'].get(w, 0) + 1)) * ep[w, 'fp32'] for w in widths) / 3600
+    out(f"  Fig. 1 CIFAR sweep of the paper preset, float32, one model at a time: {hours:.1f} hours on {card}" +
+        ('' if not quick else ' (quick: only the widths measured)'))
+    out("(2) one at a time against fused")
+    fused = conv_bench([2, 4] if quick else [2, 5, 8, 11, 15], 2 if quick else 3, n, device, out)
+    wp = 4 if quick else 16
+    out(f"(3) bf16 against float32: ResNet-20 of width {wp}, test error after a short run of stand-in images")
+    xt, yt = _images(n // 4, 1)
+    xt = ((xt.float() / 255 - CIFAR_MEAN[:, None, None]) / CIFAR_STD[:, None, None]).to(device)
+    cfg, errs = TrainConfig(epochs=1 if quick else 5, momentum=0.9, weight_decay=1e-4), {}
+    for p in precisions:
+        m = make_model('resnet20', wp, 3072, 10, seed=0).to(device)
+
+        with _precision(p, device): train_models([m], [None], x, ys.to(device), cfg, [0])
+        errs[p] = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
+    out("  " + "  ".join(f"{p}: {e:.4f}" for p, e in errs.items()))
+    return dict(card=card, epoch_s={f'{w}/{p}': v for (w, p), v in ep.items()}, fig1_hours=hours, fused=fused,
+                precision_errors=errs, imp=_imp_levels(quick, device, out))

@@ -35,6 +35,7 @@ def _parser():
     b.add_argument('--quick', action='store_true', help='a smoke-sized run')
     b.add_argument('--device', help='cpu or cuda (default: CUDA when available)')
     b.add_argument('--replicates', type=_positive_int, default=5)
+    b.add_argument('--cifar', action='store_true', help='the CIFAR-side check (conv nets; meant for a GPU)')
     for cmd in ('params', 'run'):
         s = sub.add_parser(cmd, help='show the runs a command would make' if cmd == 'params' else 'run figures')
         s.add_argument('figure', nargs='+', help="figure names or prefixes, or 'all'")
@@ -99,8 +100,9 @@ def _list(a):
 
 # %% ../nbs/10_cli.ipynb #83db516b
 def _bench(a):
-    from lottery_nb.bench import run_bench
-    run_bench(quick=a.quick, device=a.device, replicates=a.replicates)
+    from lottery_nb.bench import conv_check, run_bench
+    if a.cifar: conv_check(quick=a.quick, device=a.device)
+    else: run_bench(quick=a.quick, device=a.device, replicates=a.replicates)
 
 def _status(a):
     rows = status(a.out)
