@@ -6,17 +6,10 @@
 __all__ = ['ENGINES', 'train_models', 'predict']
 
 # %% ../../nbs/04c_trainers.ipynb #e9c1aaa3
-import math
-from contextlib import contextmanager
-import time
-from dataclasses import asdict, dataclass
-
 import torch
-import torch.nn.functional as F
 
-from ..core import ConfigError, check_float, check_int, derive_seed, make_generator
-from ..models import FCN, prunable
-from ..pruning import apply_masks_
+from ..core import ConfigError
+from ..models import FCN
 from .bank import *
 from .core import *
 from .fused import shape_key, train_fused

@@ -6,16 +6,12 @@
 __all__ = ['slot_width', 'Stack', 'Bank', 'train_bank']
 
 # %% ../../nbs/04a_bank.ipynb #51cbf507
-import math
-from contextlib import contextmanager
 import time
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 
-from ..core import ConfigError, check_float, check_int, derive_seed, make_generator
-from ..models import FCN, prunable
+from ..core import ConfigError
 from ..pruning import apply_masks_
 from .core import TrainConfig, batch_indices
 

@@ -7,7 +7,6 @@ __all__ = ['TrainConfig', 'batch_indices', 'train_model']
 
 # %% ../../nbs/04_training.ipynb #4fa2ff55
 import math
-from contextlib import contextmanager
 import time
 from dataclasses import asdict, dataclass
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import ConfigError, check_float, check_int, derive_seed, make_generator
-from ..models import FCN, prunable
+from ..models import prunable
 from ..pruning import apply_masks_
 
 # %% ../../nbs/04_training.ipynb #9973de15
