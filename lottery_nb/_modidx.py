@@ -453,7 +453,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                           'lottery_nb.training.core.train_model': ( 'training.html#train_model',
                                                                                     'lottery_nb/training/core.py')},
             'lottery_nb.training.fused': { 'lottery_nb.training.fused._batch': ('fused.html#_batch', 'lottery_nb/training/fused.py'),
-                                           'lottery_nb.training.fused._ones': ('fused.html#_ones', 'lottery_nb/training/fused.py'),
                                            'lottery_nb.training.fused.shape_key': ('fused.html#shape_key', 'lottery_nb/training/fused.py'),
                                            'lottery_nb.training.fused.stack_state': ( 'fused.html#stack_state',
                                                                                       'lottery_nb/training/fused.py'),

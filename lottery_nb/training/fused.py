@@ -14,6 +14,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ..core import ConfigError, derive_seed
 from ..models import prunable
+from ..pruning import ones_masks
 from .core import TrainConfig, _sgd_loop, batch_indices
 
 # %% ../../nbs/04b_fused.ipynb #e2ed91de
@@ -28,16 +29,11 @@ def stack_state(models, masks):
     params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     buffers = {k: v.clone() for k, v in buffers.items()}
     names = list(prunable(models[0]))
-    masks = [_ones(m, names) if mk is None else mk for m, mk in zip(models, masks)]
+    masks = [ones_masks(prunable(m)) if mk is None else mk for m, mk in zip(models, masks)]
     stacked = {k: torch.stack([mk[k].to(params[k]) for mk in masks]) for k in names}
     with torch.no_grad():
         for k, mk in stacked.items(): params[k].mul_(mk)
     return params, buffers, stacked
-
-def _ones(model, names):
-    "All-ones masks for the weights `names` of `model`."
-    weights = dict(model.named_parameters())
-    return {k: torch.ones_like(weights[k]) for k in names}
 
 # %% ../../nbs/04b_fused.ipynb #610d9642
 def train_fused(models, masks, xs, ys, cfg: TrainConfig, seeds, start_step=0, stop_step=None, data_ids=None,
