@@ -107,6 +107,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                  'lottery_nb.core.store_root': ('core.html#store_root', 'lottery_nb/core.py'),
                                  'lottery_nb.core.utc_now': ('core.html#utc_now', 'lottery_nb/core.py')},
             'lottery_nb.data.cifar': { 'lottery_nb.data.cifar.cifar_dataset': ('cifar.html#cifar_dataset', 'lottery_nb/data/cifar.py'),
+                                       'lottery_nb.data.cifar.cifar_normalise': ('cifar.html#cifar_normalise', 'lottery_nb/data/cifar.py'),
                                        'lottery_nb.data.cifar.crop_flip': ('cifar.html#crop_flip', 'lottery_nb/data/cifar.py'),
                                        'lottery_nb.data.cifar.keep_classes': ('cifar.html#keep_classes', 'lottery_nb/data/cifar.py'),
                                        'lottery_nb.data.cifar.read_cifar': ('cifar.html#read_cifar', 'lottery_nb/data/cifar.py'),

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .core import get_device, make_generator
-from .data import CIFAR_MEAN, CIFAR_STD, mixture_dataset, write_cifar
+from .data import cifar_normalise, mixture_dataset, write_cifar
 from .imp import PAPER_LEVELS, PAPER_WIDTHS, imp_config, run_imp
 from .models import make_model, prunable
 from .pruning import ones_masks, prune_masks
@@ -214,7 +214,7 @@ def conv_check(quick=False, device=None, out=print):
     n = 256 if quick else 10_000
     precisions = ('fp32', 'bf16') if device.type == 'cuda' else ('fp32',)
     xs, ys = _images(n, 0)
-    x = ((xs.float() / 255 - CIFAR_MEAN[:, None, None]) / CIFAR_STD[:, None, None]).to(device)
+    x = cifar_normalise(xs).to(device)
     widths = [2, 8] if quick else list(PAPER_WIDTHS['cifar10'])
     out(f"{card}: (1) one ResNet-20, seconds per 50,000-image epoch (from {n} images)")
     ep = _epochs(widths, x, ys.to(device), device, precisions)
@@ -227,7 +227,7 @@ def conv_check(quick=False, device=None, out=print):
     wp = 4 if quick else 16
     out(f"(3) bf16 against float32: ResNet-20 of width {wp}, test error after a short run of stand-in images")
     xt, yt = _images(n // 4, 1)
-    xt = ((xt.float() / 255 - CIFAR_MEAN[:, None, None]) / CIFAR_STD[:, None, None]).to(device)
+    xt = cifar_normalise(xt).to(device)
     cfg, errs = TrainConfig(epochs=1 if quick else 5, momentum=0.9, weight_decay=1e-4), {}
     for p in precisions:
         m = make_model('resnet20', wp, 3072, 10, seed=0).to(device)
