@@ -181,6 +181,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                 'lottery_nb.imp._pending': ('imp.html#_pending', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp._predict_all': ('imp.html#_predict_all', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp._prepare': ('imp.html#_prepare', 'lottery_nb/imp.py'),
+                                'lottery_nb.imp._real_sweeps': ('imp.html#_real_sweeps', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp._replay': ('imp.html#_replay', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp._round': ('imp.html#_round', 'lottery_nb/imp.py'),
                                 'lottery_nb.imp._run_jobs': ('imp.html#_run_jobs', 'lottery_nb/imp.py'),

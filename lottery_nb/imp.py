@@ -597,26 +597,30 @@ def sweep_notes(sweeps, grid=False):
                                                                        if n not in common]
 
 # %% ../nbs/07_imp.ipynb #894aa4a1
-def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2):
-    """One `Sweep` per dataset; `mnist` (for `mnist` and `fashion`) and `cifar` (for `cifar10`) are
-    `(widths, starts, n_train, n_test, epochs)`."""
+def _real_sweeps(datasets, grid, replicates, noise):
+    "One `Sweep` per real dataset; `grid(family)` gives `(arch, widths, starts, levels, n_train, n_test, epochs)`."
     sweeps = {}
     for d in datasets:
         check_choice('dataset', d, (*IMAGE_SETS, 'cifar10'))
-        widths, starts, n_train, n_test, epochs = cifar if d == 'cifar10' else mnist
-        last = PAPER_LEVELS['cifar10' if d == 'cifar10' else 'mnist'] if levels is None else levels
-        cfg = dict(data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
-        sweeps[d] = Sweep(d, widths, starts, replicates, last, None, cfg)
+        arch, widths, starts, levels, n_train, n_test, epochs = grid('cifar10' if d == 'cifar10' else 'mnist')
+        cfg = dict(arch=arch, data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
+        sweeps[d] = Sweep(d, widths, starts, replicates, levels, None, cfg)
     return sweeps
+
+def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2):
+    """One `Sweep` per dataset, on the dataset's own model; `mnist` (for `mnist` and `fashion`) and `cifar` (for
+    `cifar10`) are `(widths, starts, n_train, n_test, epochs)`."""
+    def grid(family):
+        widths, starts, n_train, n_test, epochs = cifar if family == 'cifar10' else mnist
+        last = PAPER_LEVELS[family] if levels is None else levels
+        return DEFAULTS[family]['arch'], widths, starts, last, n_train, n_test, epochs
+    return _real_sweeps(datasets, grid, replicates, noise)
 
 # %% ../nbs/07_imp.ipynb #4f83635d
 def calibration_sweeps(datasets, mnist, cifar, replicates=1, noise=0.2):
     """One single-width `Sweep` per dataset for the calibration figures (6, 7, S4); `mnist` (for `mnist` and `fashion`)
     and `cifar` (for `cifar10`) are `(arch, width, levels, n_train, n_test, epochs)`."""
-    sweeps = {}
-    for d in datasets:
-        check_choice('dataset', d, (*IMAGE_SETS, 'cifar10'))
-        arch, width, levels, n_train, n_test, epochs = cifar if d == 'cifar10' else mnist
-        cfg = dict(arch=arch, data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
-        sweeps[d] = Sweep(d, [width], [width], replicates, levels, None, cfg)
-    return sweeps
+    def grid(family):
+        arch, width, levels, n_train, n_test, epochs = cifar if family == 'cifar10' else mnist
+        return arch, [width], [width], levels, n_train, n_test, epochs
+    return _real_sweeps(datasets, grid, replicates, noise)
