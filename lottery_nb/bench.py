@@ -22,7 +22,7 @@ from .imp import PAPER_LEVELS, PAPER_WIDTHS, imp_config, run_imp
 from .models import make_model, prunable
 from .pruning import ones_masks, prune_masks
 from .store import RunStore
-from .training import TrainConfig, predict, train_models
+from .training import TrainConfig, deterministic, predict, train_models
 
 # %% ../nbs/11_bench.ipynb #48175493
 def _sync(device):
@@ -175,19 +175,27 @@ def _images(n, seed, device='cpu'):
     y = torch.randint(10, (n,), generator=g)
     return (0.6 * templates[y] + 60 * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 255).to(torch.uint8), y
 
-def _precision(name, device):
-    "bf16 autocast on a GPU for `name == 'bf16'`, else nothing."
-    return torch.autocast(device.type, dtype=torch.bfloat16) if name == 'bf16' else contextlib.nullcontext()
-
 def _epochs(widths, x, y, device, precisions):
-    "Seconds of one 50,000-image epoch of one ResNet-20 per width and precision (a timed epoch of `x`, scaled)."
-    cfg, res = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), {}
+    """Seconds of one 50,000-image epoch of one ResNet-20 per width and precision (a timed epoch of `x`, scaled),
+    with the deterministic kernels stored runs use."""
+    res = {}
     for w in widths:
         for p in precisions:
+            cfg = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4, precision=p)
             m = [make_model('resnet20', w, 3072, 10).to(device)]
-            with _precision(p, device): t = timed(lambda: train_models(m, [None], x, y, cfg, [0]), 1, device)
+            with deterministic(): t = timed(lambda: train_models(m, [None], x, y, cfg, [0]), 1, device)
             res[w, p] = t * 50_000 / len(x)
     return res
+
+def _repeat(width, x, y, steps, device, exact):
+    "(5) Seconds per step, and the largest weight difference between two identical runs, with `exact` kernels or not."
+    cfg, ws, secs = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), [], []
+    for _ in range(2):
+        m = make_model('resnet20', width, 3072, 10, seed=0).to(device)
+        with deterministic() if exact else contextlib.nullcontext():
+            secs.append(timed(lambda: train_models([m], [None], x, y, cfg, [0], stop_step=steps), 1, device) / steps)
+        ws.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+    return min(secs), float((ws[0] - ws[1]).abs().max())
 
 # %% ../nbs/11_bench.ipynb #c49424d4
 def _imp_levels(quick, device, out):
@@ -228,12 +236,19 @@ def conv_check(quick=False, device=None, out=print):
     out(f"(3) bf16 against float32: ResNet-20 of width {wp}, test error after a short run of stand-in images")
     xt, yt = _images(n // 4, 1)
     xt = cifar_normalise(xt).to(device)
-    cfg, errs = TrainConfig(epochs=1 if quick else 5, momentum=0.9, weight_decay=1e-4), {}
+    errs = {}
     for p in precisions:
+        cfg = TrainConfig(epochs=1 if quick else 5, momentum=0.9, weight_decay=1e-4, precision=p)
         m = make_model('resnet20', wp, 3072, 10, seed=0).to(device)
-
-        with _precision(p, device): train_models([m], [None], x, ys.to(device), cfg, [0])
+        with deterministic(): train_models([m], [None], x, ys.to(device), cfg, [0])
         errs[p] = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
     out("  " + "  ".join(f"{p}: {e:.4f}" for p, e in errs.items()))
+    imp = _imp_levels(quick, device, out)
+    out(f"(5) two identical runs of {5 if quick else 200} steps, ResNet-20 of width {wp}: largest weight difference")
+    rep = {}
+    for exact in (False, True):
+        rep[exact] = _repeat(wp, x, ys.to(device), 5 if quick else 200, device, exact)
+        out(f"  {'deterministic kernels' if exact else 'fastest kernels':<22} {rep[exact][1]:.3g}, "
+            f"{1000 * rep[exact][0]:.1f} ms per step")
     return dict(card=card, epoch_s={f'{w}/{p}': v for (w, p), v in ep.items()}, fig1_hours=hours, fused=fused,
-                precision_errors=errs, imp=_imp_levels(quick, device, out))
+                precision_errors=errs, imp=imp, repeat={str(k): v for k, v in rep.items()})

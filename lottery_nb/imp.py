@@ -34,7 +34,7 @@ from .executors import Executor, current_executor, job_groups, run_jobs
 from .progress import ENV as PROGRESS, reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
 from .store import RunStore, canonical, read_json, repair, run_name
-from .training import ENGINES, TrainConfig, predict, train_models
+from .training import ENGINES, TrainConfig, deterministic, predict, train_models
 
 # %% ../nbs/07_imp.ipynb #d77af77a
 def step_decay(epochs): return dict(milestones=[max(1, epochs // 2), max(1, 3 * epochs // 4)])  # CIFAR: 80, 120 of 160
@@ -100,6 +100,7 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
     check_choice('dataset', dataset, DEFAULTS)
     d, arch = DEFAULTS[dataset], check_choice('architecture', arch or DEFAULTS[dataset]['arch'], ARCHS)
     schedule = train_defaults(dataset, arch, (train or {}).get('epochs'))
+    schedule['precision'] = 'fp32'  # float32 unless `train` asks for bf16
     dd, tc = _merge('data', data, d['data']), TrainConfig(**_merge('train', train, schedule))
     if rewind_step is None: rewind_step = default_rewind(dataset, dd, tc)
     if prune_output is None: prune_output = d['prune_output'] and arch not in PROTECTED_OUTPUT
@@ -112,6 +113,10 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
     if check_int('fuse', fuse) > 1:  # the key exists only when used: other configurations keep their stored form
         if arch in FCN_ARCHS: raise ConfigError(f"fuse {fuse}: FCNs train in the bank; only convolutional models fuse")
         cfg['fuse'] = fuse
+    if tc.precision != 'fp32' and arch in FCN_ARCHS:
+        raise ConfigError(f"precision {tc.precision!r}: FCNs train in the bank, in float32; only conv models take it")
+    if tc.precision != 'fp32' and fuse > 1:
+        raise ConfigError(f"precision {tc.precision!r} with fuse {fuse}: fused training is float32 only")
     check_noise(dd['noise'], dd['noise_mode'])
     check_int('seed', dd['seed'], 0)
     if dataset in TASKS:
@@ -254,10 +259,12 @@ def _prepare(store, runs, cfgs, idx, datasets, device, engine):
         c = cfgs[grp[0]]
         if c['rewind_step'] > 0:
             keys = list(dict.fromkeys(_data_key(cfgs[i]) for i in grp))
-            train_models([models[i] for i in grp], [None] * len(grp), [datasets[k].x_train for k in keys],
-                         [datasets[k].y_train for k in keys], TrainConfig(**c['train']), [order_seed(cfgs[i]) for i in grp],
-                         0, c['rewind_step'], engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in grp],
-                         augments=[datasets[k].augment for k in keys], groups=_fused(grp, cfgs))
+            xs, ys = [datasets[k].x_train for k in keys], [datasets[k].y_train for k in keys]
+            with deterministic():
+                train_models([models[i] for i in grp], [None] * len(grp), xs, ys, TrainConfig(**c['train']),
+                             [order_seed(cfgs[i]) for i in grp], 0, c['rewind_step'], engine,
+                             data_ids=[keys.index(_data_key(cfgs[i])) for i in grp],
+                             augments=[datasets[k].augment for k in keys], groups=_fused(grp, cfgs))
     for i in new: store.save(runs[i], 'init.pt', {k: v.cpu() for k, v in models[i].state_dict().items()})
 
 def _replay(store, held):
@@ -296,10 +303,11 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
     c0, dss = cfgs[live[0]], [datasets[_data_key(cfgs[i])] for i in live]
     keys = list(dict.fromkeys(_data_key(cfgs[i]) for i in live))
     t0 = time.perf_counter()
-    st = train_models(models, masks, [datasets[k].x_train for k in keys], [datasets[k].y_train for k in keys],
-                      TrainConfig(**c0['train']), [order_seed(cfgs[i]) for i in live], c0['rewind_step'], None, engine,
-                      data_ids=[keys.index(_data_key(cfgs[i])) for i in live], augments=[datasets[k].augment for k in keys],
-                      groups=_fused(live, cfgs, levels))
+    xs, ys = [datasets[k].x_train for k in keys], [datasets[k].y_train for k in keys]
+    with deterministic():  # the same numbers on a rerun on the same GPU
+        st = train_models(models, masks, xs, ys, TrainConfig(**c0['train']), [order_seed(cfgs[i]) for i in live],
+                          c0['rewind_step'], None, engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in live],
+                          augments=[datasets[k].augment for k in keys], groups=_fused(live, cfgs, levels))
     secs = time.perf_counter() - t0
     say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
     tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])

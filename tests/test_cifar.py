@@ -12,7 +12,7 @@ from conftest import assert_same_results, stored_results
 from lottery_nb.core import ConfigError
 from lottery_nb.data import CIFAR_BLACK, crop_flip, cifar_dataset, make_dataset, read_cifar, write_cifar
 from lottery_nb.imp import build_dataset, build_model, config_label, imp_config, next_count, order_seed, run_imp
-from lottery_nb.models import arch_counts, make_model, prunable
+from lottery_nb.models import arch_counts, make_model, output_layer, prunable
 from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
 from lottery_nb.store import RunStore
 from lottery_nb.training import TrainConfig, train_model, train_models
@@ -212,3 +212,45 @@ def test_fused_trajectories_are_a_function_of_their_configuration(tmp_path):
     shutil.rmtree(store.level_dir(run1, 2))
     with pytest.raises(ConfigError, match="incomplete or out of step"):
         go("a", [0], 3)
+
+
+def test_bf16_is_an_option_of_conv_configurations_only():
+    assert "precision" not in TrainConfig().to_dict()  # float32 configurations keep the form they were stored in
+    assert "precision" not in imp_config("cifar10", 2)["train"]
+    bf = imp_config("cifar10", 2, train=dict(precision="bf16"))
+    assert bf["train"]["precision"] == "bf16" and TrainConfig(**bf["train"]).precision == "bf16"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
+        imp_config("cifar10", 2, train=dict(precision="fp16"))
+    with pytest.raises(ConfigError, match="precision 'bf16': FCNs train in the bank"):
+        imp_config("mnist", 10, train=dict(precision="bf16"))
+    fcn = make_model("fcn2", 4, 8, 2)
+    x, y = torch.randn(16, 8), torch.arange(16) % 2
+    with pytest.raises(ConfigError, match="the bank trains FCNs in float32 only"):
+        train_models([fcn], [None], x, y, TrainConfig(epochs=1, precision="bf16"), [0])
+
+
+def test_bf16_training_keeps_masks_and_rounds_near_float32_where_it_can():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 10
+    flat = lambda m: torch.cat([w.detach().flatten() for w in m.parameters()])
+    moved = {}
+    for p in ("fp32", "bf16"):
+        m = make_model("resnet20", 2, 3072, 10, seed=0)
+        mk = prune_masks(prunable(m), ones_masks(prunable(m)), 0.5)
+        cfg = TrainConfig(epochs=2, batch_size=16, momentum=0.9, weight_decay=1e-4, precision=p)
+        out = output_layer(m)
+        w0 = prunable(m)[out].detach() * mk[out]
+        train_models([m], [mk], x, y, cfg, [0], engine="loop", stop_step=1)
+        moved[p] = prunable(m)[out].detach() - w0
+        train_models([m], [mk], x, y, cfg, [0], engine="loop", start_step=1)
+        assert all(bool((w[~mk[k].bool()] == 0).all()) for k, w in prunable(m).items())
+        assert torch.isfinite(flat(m)).all()
+    # after one step the output layer, whose gradient involves no long sums, agrees to bf16's rounding
+    assert 0 < float((moved["fp32"] - moved["bf16"]).norm() / moved["fp32"].norm()) < 0.05
+    # torch.func.vmap leaves convolutions in float32 under autocast: the fused trainer refuses bf16 before any compute
+    models = [make_model("resnet20", 2, 3072, 10, seed=s) for s in (0, 1)]
+    bf = TrainConfig(epochs=1, batch_size=16, precision="bf16")
+    with pytest.raises(ConfigError, match="fused training is float32 only"):
+        train_models(models, [None, None], x, y, bf, [0, 1], engine="fused")
+    with pytest.raises(ConfigError, match="fused training is float32 only"):
+        imp_config("cifar10", 2, train=dict(precision="bf16"), fuse=2)
