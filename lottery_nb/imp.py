@@ -308,9 +308,9 @@ def _round(store, runs, cfgs, todo, datasets, device, engine, keep_weights, prov
         st = train_models(models, masks, xs, ys, TrainConfig(**c0['train']), [order_seed(cfgs[i]) for i in live],
                           c0['rewind_step'], None, engine, data_ids=[keys.index(_data_key(cfgs[i])) for i in live],
                           augments=[datasets[k].augment for k in keys], groups=_fused(live, cfgs, levels))
-    secs = time.perf_counter() - t0
-    say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
-    tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
+        secs = time.perf_counter() - t0
+        say('evaluation', f"{len(live)} traj · levels {min(levels)}–{max(levels)}")
+        tr, te = _predict_all(models, [d.x_train for d in dss]), _predict_all(models, [d.x_test for d in dss])
     truth = {k: posterior(datasets[k].mixture, datasets[k].x_test.cpu()) for k in keys if datasets[k].mixture is not None}
     totals = [count_params(m) for m in models]
     record = store.begin_round([runs[i] for i in live], levels)  # a killed round is replayed whole
@@ -448,8 +448,10 @@ def plan_trajectory(cfg, ds, target, min_params=None, last=None):
 
 # %% ../nbs/07_imp.ipynb #23ddc56c
 LIVE = (0.7, 0.75)
-COSTS = dict(cpu=dict(step=0.0, stream=4.0e-5, weight=3.4e-9, model=7.5e-3, eval=1.5e-11, conv=2.2e-8),
-             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0, conv=3.5e-10))
+COSTS = dict(cpu=dict(step=0.0, stream=4.0e-5, weight=3.4e-9, model=7.5e-3, eval=1.5e-11,
+                      conv_step=8.1e-3, conv_mac=3.1e-12, conv_act=4.7e-9, conv_eval_mac=1.9e-12, conv_eval_act=2.0e-9),
+             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0,  # conv_*: guesses
+                       conv_step=1e-3, conv_mac=1.5e-13, conv_act=2e-11, conv_eval_mac=5e-14, conv_eval_act=7e-12))
 
 def live_widths(sizes, density, protected=False):
     "Predicted live width of each hidden layer of a model with layer `sizes` pruned to `density`."
@@ -477,18 +479,21 @@ def round_work(items, device='cpu'):
     for ms in streams.values(): banks.setdefault((tuple(tuple(m['sizes']) for m in ms), ms[0]['steps']), []).append(ms)
     per_step = lambda b: c['step'] + c['stream'] * len(b) + c['weight'] * sum(map(stream_weights, b))
     train = sum(steps * per_step(b) for (_, steps), b in banks.items())
-    convs = [m for m in items if m['sizes'] is None]  # trained one by one: a rough cost from their MACs
-    train += sum(m['steps'] * (c['step'] + c['stream'] + c['conv'] * m['macs']) for m in convs)
-    return train + sum(c['model'] + c['eval'] * m['evals'] for m in items)
+    convs = [m for m in items if m['sizes'] is None]  # trained one by one: from their MACs and activations
+    per_example = lambda m, k: c[f'conv{k}_mac'] * m['macs'] + c[f'conv{k}_act'] * m['acts']
+    train += sum(m['steps'] * (c['conv_step'] + m['batch'] * per_example(m, '')) for m in convs)
+    evals = sum(m['examples'] * (per_example(m, '_eval') if m['sizes'] is None else c['eval'] * m['macs']) for m in items)
+    return train + evals + c['model'] * len(items)
 
 # %% ../nbs/07_imp.ipynb #f4ef83f3
 def work_item(cfg, ds, counted):
-    "What `round_work` needs to know of one model: its stream, sizes, density, MACs, steps and evaluation size."
+    "What `round_work` needs to know of one model: stream, sizes, density, MACs, activations, steps, batch, examples."
     sizes, total, protected = model_sizes(cfg, ds)
-    macs = arch_counts(cfg['arch'], cfg['width'], ds.input_dim, ds.num_classes)['macs']
-    steps = TrainConfig(**cfg['train']).total_steps(len(ds.x_train)) - cfg['rewind_step']
+    ac = arch_counts(cfg['arch'], cfg['width'], ds.input_dim, ds.num_classes)
+    tc = TrainConfig(**cfg['train'])
     return dict(stream=(_data_key(cfg), order_seed(cfg)), sizes=sizes, density=counted / total, protected=protected > 0,
-                macs=macs, steps=steps, evals=(len(ds.x_train) + len(ds.x_test)) * macs)
+                macs=ac['macs'], acts=ac['acts'], steps=tc.total_steps(len(ds.x_train)) - cfg['rewind_step'],
+                batch=tc.batch_size, examples=len(ds.x_train) + len(ds.x_test))
 
 # %% ../nbs/07_imp.ipynb #4f97a512
 def _last(store, run):

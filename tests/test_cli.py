@@ -11,14 +11,15 @@ from conftest import ROOT
 from lottery_nb.cli import main
 from lottery_nb.core import ConfigError
 from lottery_nb.params import notebook_parameters
-from lottery_nb.runner import figures, find_figure, load_preset, plan, status
+from lottery_nb.runner import figures, find_figure, load_preset, plan, presets, status
 
 FIGURES = tuple(figures())  # every figure notebook
 PROVENANCE = {"lottery_nb", "commit", "dirty", "python", "torch", "numpy", "device", "threads", "written"}
 
 
 def test_presets_name_only_declared_well_typed_parameters(tmp_path):
-    for preset in ("smoke", "cpu", "paper"):
+    assert {"smoke", "cpu", "cpu-cifar", "paper"} <= set(presets())
+    for preset in presets():
         for fig in load_preset(preset)["figures"]:
             assert plan(fig, preset, out_root=tmp_path)  # raises on an unknown name or a mistyped value
 
