@@ -18,7 +18,7 @@ import torch
 
 from .core import get_device, make_generator
 from .data import cifar_normalise, mixture_dataset, write_cifar
-from .imp import PAPER_LEVELS, PAPER_WIDTHS, imp_config, run_imp
+from .imp import PAPER_LEVELS, PAPER_WIDTHS, imp_config, run_imp, train_defaults
 from .models import make_model, prunable
 from .pruning import ones_masks, prune_masks
 from .store import RunStore
@@ -74,12 +74,16 @@ def time_training(arch, widths, replicates, x, y, epochs=1, level=0, engine='ban
     return timed(lambda: train_models(models, masks, x, y, cfg, seeds, engine=engine), repeats, device), train_flops(models, len(x), epochs)
 
 # %% ../nbs/11_bench.ipynb #cc42c2f4
+def _schedule(epochs, **kw):
+    "The CIFAR-10 ResNet-20 schedule of the IMP configurations, `epochs` long, with `kw` (e.g. a precision)."
+    return TrainConfig(**{**train_defaults('cifar10', 'resnet20', epochs), **kw})
+
 def conv_bench(widths=(2, 4, 8), replicates=3, n=1024, device=None, out=print):
     "Per-model against fused training of ResNet-20s, one epoch of `n` random images; returns the times by width."
     device = get_device(device)
     g = make_generator(0)
     x, y = torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(10, (n,), generator=g).to(device)
-    cfg, res = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), {}
+    cfg, res = _schedule(1), {}
     for w in widths:
         t = {}
         for engine in ('bank', 'fused'):
@@ -181,7 +185,7 @@ def _epochs(widths, x, y, device, precisions):
     res = {}
     for w in widths:
         for p in precisions:
-            cfg = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4, precision=p)
+            cfg = _schedule(1, precision=p)
             m = [make_model('resnet20', w, 3072, 10).to(device)]
             with deterministic(): t = timed(lambda: train_models(m, [None], x, y, cfg, [0]), 1, device)
             res[w, p] = t * 50_000 / len(x)
@@ -189,13 +193,29 @@ def _epochs(widths, x, y, device, precisions):
 
 def _repeat(width, x, y, steps, device, exact):
     "(5) Seconds per step, and the largest weight difference between two identical runs, with `exact` kernels or not."
-    cfg, ws, secs = TrainConfig(epochs=1, momentum=0.9, weight_decay=1e-4), [], []
+    cfg, ws, secs = _schedule(1), [], []
     for _ in range(2):
         m = make_model('resnet20', width, 3072, 10, seed=0).to(device)
         with deterministic() if exact else contextlib.nullcontext():
             secs.append(timed(lambda: train_models([m], [None], x, y, cfg, [0], stop_step=steps), 1, device) / steps)
         ws.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
     return min(secs), float((ws[0] - ws[1]).abs().max())
+
+def _compiled(width, x, y, xt, yt, epochs, device, mode):
+    """(6) Seconds of the first step (compiling included), seconds per later step, the weights after one step and the
+    test error after `epochs` of a ResNet-20 trained eagerly (`mode='off'`) or compiled in `mode`."""
+    cfg = _schedule(epochs, compile=mode)
+    m = make_model('resnet20', width, 3072, 10, seed=0).to(device)
+    with deterministic():
+        t0 = time.perf_counter()
+        train_models([m], [None], x, y, cfg, [0], stop_step=1)
+        _sync(device)
+        t1 = time.perf_counter()
+        w1 = torch.cat([p.detach().flatten() for p in m.parameters()])
+        steps = train_models([m], [None], x, y, cfg, [0], start_step=1)['steps']
+        _sync(device)
+    err = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
+    return dict(first_s=t1 - t0, step_s=(time.perf_counter() - t1) / steps, weights=w1, error=err)
 
 # %% ../nbs/11_bench.ipynb #c49424d4
 def _imp_levels(quick, device, out):
@@ -238,7 +258,7 @@ def conv_check(quick=False, device=None, out=print):
     xt = cifar_normalise(xt).to(device)
     errs = {}
     for p in precisions:
-        cfg = TrainConfig(epochs=1 if quick else 5, momentum=0.9, weight_decay=1e-4, precision=p)
+        cfg = _schedule(1 if quick else 5, precision=p)
         m = make_model('resnet20', wp, 3072, 10, seed=0).to(device)
         with deterministic(): train_models([m], [None], x, ys.to(device), cfg, [0])
         errs[p] = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
@@ -250,5 +270,16 @@ def conv_check(quick=False, device=None, out=print):
         rep[exact] = _repeat(wp, x, ys.to(device), 5 if quick else 200, device, exact)
         out(f"  {'deterministic kernels' if exact else 'fastest kernels':<22} {rep[exact][1]:.3g}, "
             f"{1000 * rep[exact][0]:.1f} ms per step")
+    modes = ('off',) if quick else ('off', 'default', 'reduce-overhead') if device.type == 'cuda' else ('off', 'default')
+    out(f"(6) torch.compile against eager kernels: ResNet-20 of width {wp}, the run of row 3 in whole batches")
+    keep = len(x) // 128 * 128  # no last partial batch: one batch shape, one graph
+    comp = {k: _compiled(wp, x[:keep], ys[:keep].to(device), xt, yt, 1 if quick else 5, device, k) for k in modes}
+    for k, r in comp.items():
+        far = float((r['weights'] - comp['off']['weights']).norm() / comp['off']['weights'].norm())
+        out(f"  {k:<16} first step {r['first_s']:6.1f} s, then {1000 * r['step_s']:7.1f} ms per step "
+            f"({comp['off']['step_s'] / r['step_s']:.2f}x eager); weights after one step {far:.1e} from eager "
+            f"(relative); test error {r['error']:.4f}")
+        r['weights'] = far
     return dict(card=card, epoch_s={f'{w}/{p}': v for (w, p), v in ep.items()}, fig1_hours=hours, fused=fused,
-                precision_errors=errs, imp=imp, repeat={str(k): v for k, v in rep.items()})
+                precision_errors=errs, imp=imp, repeat={str(k): v for k, v in rep.items()},
+                compile=comp)

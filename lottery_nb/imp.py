@@ -8,11 +8,11 @@ __all__ = ['ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DEFAULTS', 'PROTECTED
            'imp_config', 'config_label', 'grid_configs', 'fuse_members', 'fuse_key', 'with_members', 'init_seed',
            'order_seed', 'build_dataset', 'build_model', 'level_metrics', 'free_memory', 'check_memory', 'run_imp',
            'model_sizes', 'next_count', 'plan_trajectory', 'live_widths', 'stream_weights', 'round_work', 'work_item',
-           'plan_rounds', 'Sweep', 'run_sweeps', 'arch_sweeps', 'sweep_notes', 'dataset_sweeps', 'calibration_sweeps']
+           'plan_rounds', 'Sweep', 'run_sweeps', 'arch_sweeps', 'sweep_notes', 'conv_config', 'dataset_sweeps',
+           'calibration_sweeps']
 
 # %% ../nbs/07_imp.ipynb #d6a95322
 import json
-import math
 import os
 import shutil
 import sys
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .calibration import ece, posterior_gap
 from .core import (ConfigError, check_choice, check_float, check_int, derive_seed, get_device, provenance,
                             utc_now)
-from .data import DATASETS, IMAGE_SETS, TASKS, Mixture, check_noise, make_dataset, noisy_posterior, posterior
+from .data import IMAGE_SETS, TASKS, Mixture, check_noise, make_dataset, noisy_posterior, posterior
 from .models import (ARCHS, BIAS_INITS, FCN_ARCHS, arch_counts, arch_sizes, count_params, make_model,
                                output_layer, prunable)
 from .executors import Executor, current_executor, job_groups, run_jobs
@@ -100,7 +100,7 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
     check_choice('dataset', dataset, DEFAULTS)
     d, arch = DEFAULTS[dataset], check_choice('architecture', arch or DEFAULTS[dataset]['arch'], ARCHS)
     schedule = train_defaults(dataset, arch, (train or {}).get('epochs'))
-    schedule['precision'] = 'fp32'  # float32 unless `train` asks for bf16
+    schedule.update(precision='fp32', compile='off')  # the kernel options, unless `train` sets them
     dd, tc = _merge('data', data, d['data']), TrainConfig(**_merge('train', train, schedule))
     if rewind_step is None: rewind_step = default_rewind(dataset, dd, tc)
     if prune_output is None: prune_output = d['prune_output'] and arch not in PROTECTED_OUTPUT
@@ -113,10 +113,8 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
     if check_int('fuse', fuse) > 1:  # the key exists only when used: other configurations keep their stored form
         if arch in FCN_ARCHS: raise ConfigError(f"fuse {fuse}: FCNs train in the bank; only convolutional models fuse")
         cfg['fuse'] = fuse
-    if tc.precision != 'fp32' and arch in FCN_ARCHS:
-        raise ConfigError(f"precision {tc.precision!r}: FCNs train in the bank, in float32; only conv models take it")
-    if tc.precision != 'fp32' and fuse > 1:
-        raise ConfigError(f"precision {tc.precision!r} with fuse {fuse}: fused training is float32 only")
+    if arch in FCN_ARCHS: tc.refuse_kernels("FCNs train in the bank, in float32, uncompiled; only conv models take it")
+    if fuse > 1: tc.refuse_kernels(f"fused training (fuse {fuse}) is float32 only, uncompiled")
     check_noise(dd['noise'], dd['noise_mode'])
     check_int('seed', dd['seed'], 0)
     if dataset in TASKS:
@@ -544,6 +542,9 @@ class Sweep:
             missing = sorted(set(self.starts) - set(self.levels))
             if missing: raise ConfigError(f"levels: no last level given for starting width(s) {missing}")
         for w in self.starts: check_int(f'levels of start {w}', self.last_level(w), 0)
+        fuse = check_int('fuse', self.config.get('fuse', 1))
+        if self.replicates % fuse:  # a fused group is `fuse` replicates of one configuration: none trains unasked
+            raise ConfigError(f"fuse {fuse} must divide replicates {self.replicates}")
 
     def last_level(self, width): return self.levels[width] if isinstance(self.levels, dict) else self.levels
 
@@ -576,7 +577,8 @@ class Sweep:
                 if set(paper) - set(ws): notes.append(f"{name} {sorted(ws)} (paper {list(paper)})")
             short = {w: self.last_level(w) for w in self.starts if self.last_level(w) < PAPER_LEVELS[self.dataset].get(w, 0)}
             if short: notes.append(f"last levels {short} (paper {[PAPER_LEVELS[self.dataset][w] for w in short]})")
-        return notes
+        plain = TrainConfig()  # bf16 or compiled kernels round differently from the paper's float32, eager ones
+        return notes + [f"{k} {v} (paper {getattr(plain, k)})" for k, v in TrainConfig(**c['train']).kernels().items()]
 
 # %% ../nbs/07_imp.ipynb #66cb95e3
 def run_sweeps(sweeps, store=None, **kw):
@@ -610,30 +612,37 @@ def sweep_notes(sweeps, grid=False):
                                                                        if n not in common]
 
 # %% ../nbs/07_imp.ipynb #894aa4a1
-def _real_sweeps(datasets, grid, replicates, noise):
-    "One `Sweep` per real dataset; `grid(family)` gives `(arch, widths, starts, levels, n_train, n_test, epochs)`."
+def conv_config(cfg, fuse=1, precision='fp32', compile='off'):
+    """Sweep config keywords `cfg` with the speed options of conv models: `fuse` replicates trained as one, and
+    `TrainConfig`'s `precision` and `compile`; at their defaults the stored configurations do not change."""
+    return {**cfg, 'fuse': fuse, 'train': {**cfg.get('train', {}), 'precision': precision, 'compile': compile}}
+
+def _real_sweeps(datasets, grid, replicates, noise, conv=None):
+    """One `Sweep` per real dataset; `grid(family)` gives `(arch, widths, starts, levels, n_train, n_test, epochs)`;
+    `conv` holds the keywords of `conv_config` for the CIFAR-10 sweep."""
     sweeps = {}
     for d in datasets:
         check_choice('dataset', d, (*IMAGE_SETS, 'cifar10'))
         arch, widths, starts, levels, n_train, n_test, epochs = grid('cifar10' if d == 'cifar10' else 'mnist')
         cfg = dict(arch=arch, data=dict(n_train=n_train, n_test=n_test, noise=noise), train=dict(epochs=epochs))
+        if d == 'cifar10': cfg = conv_config(cfg, **(conv or {}))
         sweeps[d] = Sweep(d, widths, starts, replicates, levels, None, cfg)
     return sweeps
 
-def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2):
+def dataset_sweeps(datasets, mnist, cifar, replicates=1, levels=None, noise=0.2, conv=None):
     """One `Sweep` per dataset, on the dataset's own model; `mnist` (for `mnist` and `fashion`) and `cifar` (for
-    `cifar10`) are `(widths, starts, n_train, n_test, epochs)`."""
+    `cifar10`, with the speed options `conv`) are `(widths, starts, n_train, n_test, epochs)`."""
     def grid(family):
         widths, starts, n_train, n_test, epochs = cifar if family == 'cifar10' else mnist
         last = PAPER_LEVELS[family] if levels is None else levels
         return DEFAULTS[family]['arch'], widths, starts, last, n_train, n_test, epochs
-    return _real_sweeps(datasets, grid, replicates, noise)
+    return _real_sweeps(datasets, grid, replicates, noise, conv)
 
 # %% ../nbs/07_imp.ipynb #4f83635d
-def calibration_sweeps(datasets, mnist, cifar, replicates=1, noise=0.2):
+def calibration_sweeps(datasets, mnist, cifar, replicates=1, noise=0.2, conv=None):
     """One single-width `Sweep` per dataset for the calibration figures (6, 7, S4); `mnist` (for `mnist` and `fashion`)
-    and `cifar` (for `cifar10`) are `(arch, width, levels, n_train, n_test, epochs)`."""
+    and `cifar` (for `cifar10`, with the speed options `conv`) are `(arch, width, levels, n_train, n_test, epochs)`."""
     def grid(family):
         arch, width, levels, n_train, n_test, epochs = cifar if family == 'cifar10' else mnist
         return arch, [width], [width], levels, n_train, n_test, epochs
-    return _real_sweeps(datasets, grid, replicates, noise)
+    return _real_sweeps(datasets, grid, replicates, noise, conv)

@@ -8,7 +8,7 @@ import torch
 from lottery_nb.analysis import best_pruned, mean_rows
 from lottery_nb.cli import main
 from lottery_nb.core import ConfigError, get_device
-from lottery_nb.imp import Sweep, check_memory, imp_config, run_imp
+from lottery_nb.imp import Sweep, check_memory, conv_config, imp_config, run_imp
 
 CLI = [  # (arguments after `run`, message)
     (["fig9"], "unknown figure 'fig9'"),
@@ -49,6 +49,9 @@ CLI = [  # (arguments after `run`, message)
     (["fig5", "--set", "n_bins=0"], "'n_bins' must lie in [1, inf), got 0"),
     (["fig5", "--set", "linear_nu=[0.2]"], "'linear_nu' expects float, got [0.2] (list)"),
     (["fig3a", "--set", "nus=[0.4,-1]"], "'nus' must lie in (0, inf), got [0.4, -1]"),
+    (["fig3b", "--set", "compile=fast"], "'compile' must be one of ['off', 'default', 'reduce-overhead'], got 'fast'"),
+    (["fig4b", "--set", "fuse=0"], "'fuse' must lie in [1, inf), got 0"),
+    (["fig1", "--set", "cifar_precision=fp16"], "'cifar_precision' must be one of ['fp32', 'bf16'], got 'fp16'"),
 ]
 
 
@@ -122,6 +125,9 @@ LIBRARY = [
     (lambda: best_pruned([dict(level=0, train_error=0.1, test_error=0.2, counted=5)], "mode"), "unknown rule 'mode'"),
     (lambda: run_imp([imp_config("linear", 4)], -1), "levels must be an integer >= 0, got -1"),
     (lambda: Sweep("linear", [0], [4]), "width must be an integer >= 1, got 0"),
+    (lambda: Sweep("cifar10", [], [2], 3, 1, None, conv_config({}, fuse=2)), "fuse 2 must divide replicates 3"),
+    (lambda: imp_config("cifar10", 2, train=dict(compile="max")), "unknown compile 'max'"),
+    (lambda: imp_config("mnist", 4, train=dict(compile="default")), "compile 'default': FCNs train in the bank"),
     (lambda: mean_rows([dict(width=4, level=0, replicate=0), dict(width=4, level=1, replicate=0),
                         dict(width=4, level=0, replicate=1)]), "hold different numbers of levels ({0: 2, 1: 1})"),
 ]

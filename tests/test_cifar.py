@@ -229,30 +229,38 @@ def test_bf16_is_an_option_of_conv_configurations_only():
         train_models([fcn], [None], x, y, TrainConfig(epochs=1, precision="bf16"), [0])
 
 
-def test_bf16_training_keeps_masks_and_rounds_near_float32_where_it_can():
+def _one_step_then_on(batch_size, **kernels):
+    "A half-pruned ResNet-20 of width 2 on stand-in images: masks and weights after one step; the masks hold for two epochs."
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 10
-    flat = lambda m: torch.cat([w.detach().flatten() for w in m.parameters()])
+    m = make_model("resnet20", 2, 3072, 10, seed=0)
+    mk = prune_masks(prunable(m), ones_masks(prunable(m)), 0.5)
+    cfg = TrainConfig(epochs=2, batch_size=batch_size, momentum=0.9, weight_decay=1e-4, **kernels)
+    train_models([m], [mk], x, y, cfg, [0], engine="loop", stop_step=1)
+    first = {k: w.detach().clone() for k, w in prunable(m).items()}
+    train_models([m], [mk], x, y, cfg, [0], engine="loop", start_step=1)
+    assert all(bool((w[~mk[k].bool()] == 0).all()) for k, w in prunable(m).items())
+    assert all(bool(torch.isfinite(w).all()) for w in m.parameters())
+    return m, mk, first
+
+
+def test_bf16_training_keeps_masks_and_rounds_near_float32_where_it_can():
+    start = prunable(make_model("resnet20", 2, 3072, 10, seed=0))
     moved = {}
     for p in ("fp32", "bf16"):
-        m = make_model("resnet20", 2, 3072, 10, seed=0)
-        mk = prune_masks(prunable(m), ones_masks(prunable(m)), 0.5)
-        cfg = TrainConfig(epochs=2, batch_size=16, momentum=0.9, weight_decay=1e-4, precision=p)
+        m, mk, first = _one_step_then_on(16, precision=p)
         out = output_layer(m)
-        w0 = prunable(m)[out].detach() * mk[out]
-        train_models([m], [mk], x, y, cfg, [0], engine="loop", stop_step=1)
-        moved[p] = prunable(m)[out].detach() - w0
-        train_models([m], [mk], x, y, cfg, [0], engine="loop", start_step=1)
-        assert all(bool((w[~mk[k].bool()] == 0).all()) for k, w in prunable(m).items())
-        assert torch.isfinite(flat(m)).all()
+        moved[p] = first[out] - start[out].detach() * mk[out]
     # after one step the output layer, whose gradient involves no long sums, agrees to bf16's rounding
     assert 0 < float((moved["fp32"] - moved["bf16"]).norm() / moved["fp32"].norm()) < 0.05
     # torch.func.vmap leaves convolutions in float32 under autocast: the fused trainer refuses bf16 before any compute
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 10
     models = [make_model("resnet20", 2, 3072, 10, seed=s) for s in (0, 1)]
     bf = TrainConfig(epochs=1, batch_size=16, precision="bf16")
     with pytest.raises(ConfigError, match="fused training is float32 only"):
         train_models(models, [None, None], x, y, bf, [0, 1], engine="fused")
-    with pytest.raises(ConfigError, match="fused training is float32 only"):
+    with pytest.raises(ConfigError, match=r"fused training \(fuse 2\) is float32 only"):
         imp_config("cifar10", 2, train=dict(precision="bf16"), fuse=2)
 
 
@@ -267,3 +275,39 @@ def test_conv_round_costs_follow_activations_as_well_as_macs():
     assert level("resnet20", 2) < level("resnet20", 8) < level("resnet20", 32)
     # a 2-core CPU measured 0.24 s per step at W=16 (batch 128) and 1.0 ms per evaluated example
     assert 20 < level("resnet20", 16) < 40
+
+
+def test_compile_is_a_kernel_option_of_conv_configurations_only():
+    assert "compile" not in imp_config("cifar10", 2)["train"]  # eager configurations keep their stored form
+    c = imp_config("cifar10", 2, train=dict(compile="reduce-overhead"))
+    assert c["train"]["compile"] == "reduce-overhead" and TrainConfig(**c["train"]).kernels() == {"compile": "reduce-overhead"}
+    assert config_label(c) == config_label(imp_config("cifar10", 2))  # the label names the model; the store key differs
+    with pytest.raises(ConfigError, match="unknown compile 'max'"):
+        imp_config("cifar10", 2, train=dict(compile="max"))
+    with pytest.raises(ConfigError, match="compile 'default': FCNs train in the bank"):
+        imp_config("mnist", 10, train=dict(compile="default"))
+    with pytest.raises(ConfigError, match=r"precision 'bf16', compile 'default': fused training \(fuse 2\)"):
+        imp_config("cifar10", 2, train=dict(precision="bf16", compile="default"), fuse=2)
+    x, y = torch.randn(16, 8), torch.arange(16) % 2
+    with pytest.raises(ConfigError, match="the bank trains FCNs in float32 only, uncompiled"):
+        train_models([make_model("fcn2", 4, 8, 2)], [None], x, y, TrainConfig(epochs=1, compile="default"), [0])
+
+
+@pytest.mark.slow  # about a minute on a 2-core CPU, most of it compiling ResNet-20's passes once
+def test_compiled_training_is_eager_arithmetic_with_masks_holding(tmp_path):
+    after = {}
+    for mode in ("off", "default"):
+        _, _, first = _one_step_then_on(32, compile=mode)
+        after[mode] = torch.cat([w.flatten() for w in first.values()])
+    # one step: the same arithmetic in fused kernels, so float32 rounding only
+    assert float((after["default"] - after["off"]).norm() / after["off"].norm()) < 1e-5
+    # the IMP driver trains a compiled configuration under its own store key; evaluation stays eager
+    xs, ys = np.random.default_rng(4).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), np.arange(64) % 10
+    write_cifar(tmp_path / "data", xs, ys, xs[:16], ys[:16])
+    cfgs = [imp_config("cifar10", 2, data=dict(n_train=64), train=dict(epochs=2, batch_size=32, compile=k))
+            for k in ("off", "default")]
+    runs = run_imp(cfgs, 1, tmp_path / "store", data_root=tmp_path / "data", progress=False)
+    assert runs[0] != runs[1]
+    store = RunStore(tmp_path / "store")
+    errs = [[store.level_metrics(r, k)["test_error"] for k in (0, 1)] for r in runs]
+    assert all(0 <= e <= 1 for es in errs for e in es)

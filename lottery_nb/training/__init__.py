@@ -29,11 +29,11 @@ def train_models(models, masks, x, y, cfg: TrainConfig, seeds, start_step=0, sto
     held = {i for g in groups for i in g}  # the caller's fused groups
     looped = [i for i, m in enumerate(models) if i not in held and
               (engine == 'loop' or not isinstance(m, FCN) or aug[data_ids[i]])]
-    if cfg.precision != 'fp32' and len(looped) + len(held) < len(models):
-        raise ConfigError(f"precision {cfg.precision!r}: the bank trains FCNs in float32 only; use engine 'loop'")
-    if cfg.precision != 'fp32' and (groups or engine == 'fused'):
-        raise ConfigError(f"precision {cfg.precision!r}: fused training is float32 only (under torch.func.vmap "
-                          "autocast leaves convolutions in float32)")
+    if len(looped) + len(held) < len(models):
+        cfg.refuse_kernels("the bank trains FCNs in float32 only, uncompiled; use engine 'loop'")
+    if groups or engine == 'fused':
+        cfg.refuse_kernels("fused training is float32 only, uncompiled (under torch.func.vmap autocast leaves "
+                           "convolutions in float32)")
     units = {}  # engine 'fused': models of one shape, training-set size and device train as one
     for i in looped:
         dev = str(next(models[i].parameters()).device)

@@ -39,8 +39,7 @@ def stack_state(models, masks):
 def train_fused(models, masks, xs, ys, cfg: TrainConfig, seeds, start_step=0, stop_step=None, data_ids=None,
                 augments=None):
     "Train same-shaped `models` in place as one vmapped network; model `i` as `train_model` would train it alone."
-    if cfg.precision != 'fp32':  # measured: under vmap, autocast leaves convolutions in float32
-        raise ConfigError(f"precision {cfg.precision!r}: fused training is float32 only")
+    cfg.refuse_kernels("fused training is float32 only, uncompiled")  # under vmap, autocast skips convolutions
     ids = list(data_ids) if data_ids is not None else [0] * len(models)
     aug = list(augments) if augments is not None else [None] * len(xs)
     n = len(xs[ids[0]])
