@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .core import ConfigError, check_choice, check_float
+from .core import ConfigError, check_choice
 from .imp import build_model, config_label
 from .results import trajectories
 from .store import RunStore

@@ -21,11 +21,11 @@ def _bins(p, n_bins):
 def ece(probs, labels, n_bins=15):
     "Top-label expected calibration error of class probabilities `probs (n, C)` against `labels`."
     check_int('n_bins', n_bins)
-    probs = torch.as_tensor(probs, dtype=torch.float64); labels = torch.as_tensor(labels)
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    labels = torch.as_tensor(labels)
     conf, pred = probs.max(1)
     acc = (pred == labels.to(pred.device)).double()
     b = _bins(conf, n_bins)
-    n = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, b, torch.ones_like(conf))
     gap = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, b, acc - conf)
     return float(gap.abs().sum() / len(conf))
 

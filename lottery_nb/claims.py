@@ -11,7 +11,6 @@ __all__ = ['REPRODUCED', 'PARTLY', 'NOT_REPRODUCED', 'NO_DATA', 'VERDICTS', 'LEA
            'ledger', 'claims_markdown', 'write_claims']
 
 # %% ../nbs/16_claims.ipynb #a51f1da1
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path

@@ -7,7 +7,6 @@ __all__ = ['pca_plane', 'pca_scatter', 'double_descent', 'reliability', 'value_m
            'error_and_ece', 'save_figure', 'figure_dir', 'write_metrics']
 
 # %% ../nbs/09_plots.ipynb #f1db133d
-import json
 from pathlib import Path
 
 import matplotlib

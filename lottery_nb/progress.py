@@ -164,7 +164,7 @@ def watch(path, label='', enabled=True, interval=0.5):
     stop, last = threading.Event(), [None]
     def show():
         try: s = summary(read_events(path))
-        except (ValueError, KeyError, TypeError) as e: s = None
+        except (ValueError, KeyError, TypeError): s = None
         text = describe(s, label) if s else f"{label} · unreadable progress"
         if tty:
             text = text[:shutil.get_terminal_size().columns - 1]

@@ -7,20 +7,18 @@ __all__ = ['figures', 'find_figure', 'presets', 'load_preset', 'run_name', 'Run'
            'execute_all', 'status']
 
 # %% ../nbs/15_runner.ipynb #a2499511
-import json
 import os
 import re
 import shutil
 import time
-import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from . import executors, progress
-from .core import ConfigError, get_device, outputs_root, project_root, provenance, store_root, utc_now
-from .params import check_parameters, check_value, notebook_parameters
+from .core import ConfigError, get_device, outputs_root, project_root, store_root, utc_now
+from .params import check_parameters, notebook_parameters
 from .store import config_hash, read_json, write_json
 
 # %% ../nbs/15_runner.ipynb #1cbf7c08

@@ -1,6 +1,5 @@
 """The figure runner and the CLI: typed parameters, run folders that never lie, provenance, status, refusals."""
 import json
-import os
 import subprocess
 import sys
 

@@ -9,7 +9,7 @@ from lottery_nb.imp import grid_configs, imp_config, run_imp
 from lottery_nb.models import make_model, prunable
 from lottery_nb.pruning import ones_masks, prune_masks
 from lottery_nb.store import RunStore
-from lottery_nb.training import Bank, TrainConfig, predict, train_models
+from lottery_nb.training import TrainConfig, predict, train_models
 
 
 def test_batched_products_do_not_depend_on_the_batch():

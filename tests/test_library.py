@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from lottery_nb.analysis import best_pruned, dense_curve, effective_noise, mean_rows, sparse_curve, summarise
+from lottery_nb.analysis import best_pruned, dense_curve, effective_noise, mean_rows, summarise
 from lottery_nb.calibration import classwise_reliability, ece, posterior_gap, reliability_curve
 from lottery_nb.core import ConfigError, make_generator
 from lottery_nb.data import Mixture, bayes_error, label_noise, make_dataset, mixture_dataset, noisy_posterior, posterior, sample

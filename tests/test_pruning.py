@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lottery_nb.imp import imp_config, run_imp
-from lottery_nb.models import make_model, output_layer, prunable
+from lottery_nb.models import make_model, output_layer
 from lottery_nb.pruning import count_remaining, ones_masks, prune_masks
 from lottery_nb.store import RunStore
 

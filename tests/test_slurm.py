@@ -2,7 +2,6 @@
 submits the trajectories as a job array; one job is requeued while it runs, as a preemption would; `lottery-nb status`
 shows the jobs meanwhile; the final run store equals a local run's, number for number and weight for weight.
 Skipped where no SLURM cluster answers (`sinfo` finds no idle node)."""
-import os
 import shutil
 import subprocess
 import sys

@@ -8,7 +8,6 @@ __all__ = ['Block', 'ResNet6']
 # %% ../../nbs/02a_resnet.ipynb #ca1a5e4a
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

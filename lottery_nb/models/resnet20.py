@@ -8,7 +8,6 @@ __all__ = ['image_side', 'ResNet20']
 # %% ../../nbs/02b_resnet20.ipynb #413f904f
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 

@@ -6,7 +6,6 @@
 __all__ = ['vgg_plan', 'VGG16']
 
 # %% ../../nbs/02c_vgg.ipynb #16ad7dff
-import torch
 import torch.nn.functional as F
 from torch import nn
 
