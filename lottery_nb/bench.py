@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.utils import parameters_to_vector
 
 from .core import get_device, make_generator
 from .data import cifar_normalise, mixture_dataset, write_cifar
@@ -198,12 +199,16 @@ def _repeat(width, x, y, steps, device, exact):
         m = make_model('resnet20', width, 3072, 10, seed=0).to(device)
         with deterministic() if exact else contextlib.nullcontext():
             secs.append(timed(lambda: train_models([m], [None], x, y, cfg, [0], stop_step=steps), 1, device) / steps)
-        ws.append(torch.cat([p.detach().flatten() for p in m.parameters()]))
+        ws.append(parameters_to_vector(m.parameters()).detach())
     return min(secs), float((ws[0] - ws[1]).abs().max())
 
+def _test_error(m, xt, yt):
+    "The test error of model `m` on images `xt` (on its device) with labels `yt` (on the CPU)."
+    return float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
+
 def _compiled(width, x, y, xt, yt, epochs, device, mode):
-    """(6) Seconds of the first step (compiling included), seconds per later step, the weights after one step and the
-    test error after `epochs` of a ResNet-20 trained eagerly (`mode='off'`) or compiled in `mode`."""
+    """(6) Seconds of the first step (compiling included), seconds per later step and the test error after `epochs`
+    of a ResNet-20 trained eagerly (`mode='off'`) or compiled in `mode`; and its weights after one step."""
     cfg = _schedule(epochs, compile=mode)
     m = make_model('resnet20', width, 3072, 10, seed=0).to(device)
     with deterministic():
@@ -211,11 +216,24 @@ def _compiled(width, x, y, xt, yt, epochs, device, mode):
         train_models([m], [None], x, y, cfg, [0], stop_step=1)
         _sync(device)
         t1 = time.perf_counter()
-        w1 = torch.cat([p.detach().flatten() for p in m.parameters()])
+        w1 = parameters_to_vector(m.parameters()).detach()
         steps = train_models([m], [None], x, y, cfg, [0], start_step=1)['steps']
         _sync(device)
-    err = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
-    return dict(first_s=t1 - t0, step_s=(time.perf_counter() - t1) / steps, weights=w1, error=err)
+    return dict(first_s=t1 - t0, step_s=(time.perf_counter() - t1) / steps, error=_test_error(m, xt, yt)), w1
+
+def _compile_row(width, x, y, xt, yt, epochs, device, modes, out):
+    """(6) `_compiled` for each of `modes` (`'off'` among them) on the whole batches of `x`; per mode its times, test
+    error and `from_eager`, the relative distance of its weights after one step from the eager ones."""
+    keep = len(x) // 128 * 128  # no last partial batch: one batch shape, one graph
+    runs = {k: _compiled(width, x[:keep], y[:keep], xt, yt, epochs, device, k) for k in modes}
+    (eager, w0), res = runs['off'], {}
+    for k, (r, w) in runs.items():
+        far = float((w - w0).norm() / w0.norm())
+        res[k] = {**r, 'from_eager': far}
+        out(f"  {k:<16} first step {r['first_s']:6.1f} s, then {1000 * r['step_s']:7.1f} ms per step "
+            f"({eager['step_s'] / r['step_s']:.2f}x eager); weights after one step {far:.1e} from eager "
+            f"(relative); test error {r['error']:.4f}")
+    return res
 
 # %% ../nbs/11_bench.ipynb #c49424d4
 def _imp_levels(quick, device, out):
@@ -261,7 +279,7 @@ def conv_check(quick=False, device=None, out=print):
         cfg = _schedule(1 if quick else 5, precision=p)
         m = make_model('resnet20', wp, 3072, 10, seed=0).to(device)
         with deterministic(): train_models([m], [None], x, ys.to(device), cfg, [0])
-        errs[p] = float((predict([m], xt)[0].argmax(1).cpu() != yt).float().mean())
+        errs[p] = _test_error(m, xt, yt)
     out("  " + "  ".join(f"{p}: {e:.4f}" for p, e in errs.items()))
     imp = _imp_levels(quick, device, out)
     out(f"(5) two identical runs of {5 if quick else 200} steps, ResNet-20 of width {wp}: largest weight difference")
@@ -272,14 +290,7 @@ def conv_check(quick=False, device=None, out=print):
             f"{1000 * rep[exact][0]:.1f} ms per step")
     modes = ('off',) if quick else ('off', 'default', 'reduce-overhead') if device.type == 'cuda' else ('off', 'default')
     out(f"(6) torch.compile against eager kernels: ResNet-20 of width {wp}, the run of row 3 in whole batches")
-    keep = len(x) // 128 * 128  # no last partial batch: one batch shape, one graph
-    comp = {k: _compiled(wp, x[:keep], ys[:keep].to(device), xt, yt, 1 if quick else 5, device, k) for k in modes}
-    for k, r in comp.items():
-        far = float((r['weights'] - comp['off']['weights']).norm() / comp['off']['weights'].norm())
-        out(f"  {k:<16} first step {r['first_s']:6.1f} s, then {1000 * r['step_s']:7.1f} ms per step "
-            f"({comp['off']['step_s'] / r['step_s']:.2f}x eager); weights after one step {far:.1e} from eager "
-            f"(relative); test error {r['error']:.4f}")
-        r['weights'] = far
+    comp = _compile_row(wp, x, ys.to(device), xt, yt, 1 if quick else 5, device, modes, out)
     return dict(card=card, epoch_s={f'{w}/{p}': v for (w, p), v in ep.items()}, fig1_hours=hours, fused=fused,
                 precision_errors=errs, imp=imp, repeat={str(k): v for k, v in rep.items()},
                 compile=comp)

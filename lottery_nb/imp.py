@@ -34,7 +34,7 @@ from .executors import Executor, current_executor, job_groups, run_jobs
 from .progress import ENV as PROGRESS, reporter
 from .pruning import PRUNE_RULES, count_remaining, n_to_prune, ones_masks, prune_masks
 from .store import RunStore, canonical, read_json, repair, run_name
-from .training import ENGINES, TrainConfig, deterministic, predict, train_models
+from .training import ENGINES, KERNEL_DEFAULTS, TrainConfig, deterministic, predict, train_models
 
 # %% ../nbs/07_imp.ipynb #d77af77a
 def step_decay(epochs): return dict(milestones=[max(1, epochs // 2), max(1, 3 * epochs // 4)])  # CIFAR: 80, 120 of 160
@@ -100,7 +100,7 @@ def imp_config(dataset, width, replicate=0, arch=None, data=None, train=None, pr
     check_choice('dataset', dataset, DEFAULTS)
     d, arch = DEFAULTS[dataset], check_choice('architecture', arch or DEFAULTS[dataset]['arch'], ARCHS)
     schedule = train_defaults(dataset, arch, (train or {}).get('epochs'))
-    schedule.update(precision='fp32', compile='off')  # the kernel options, unless `train` sets them
+    schedule.update(KERNEL_DEFAULTS)  # the kernel options, unless `train` sets them
     dd, tc = _merge('data', data, d['data']), TrainConfig(**_merge('train', train, schedule))
     if rewind_step is None: rewind_step = default_rewind(dataset, dd, tc)
     if prune_output is None: prune_output = d['prune_output'] and arch not in PROTECTED_OUTPUT
@@ -577,8 +577,8 @@ class Sweep:
                 if set(paper) - set(ws): notes.append(f"{name} {sorted(ws)} (paper {list(paper)})")
             short = {w: self.last_level(w) for w in self.starts if self.last_level(w) < PAPER_LEVELS[self.dataset].get(w, 0)}
             if short: notes.append(f"last levels {short} (paper {[PAPER_LEVELS[self.dataset][w] for w in short]})")
-        plain = TrainConfig()  # bf16 or compiled kernels round differently from the paper's float32, eager ones
-        return notes + [f"{k} {v} (paper {getattr(plain, k)})" for k, v in TrainConfig(**c['train']).kernels().items()]
+        kernels = TrainConfig(**c['train']).kernels()  # bf16 or compiled kernels round differently from the paper's
+        return notes + [f"{k} {v} (paper {KERNEL_DEFAULTS[k]})" for k, v in kernels.items()]
 
 # %% ../nbs/07_imp.ipynb #66cb95e3
 def run_sweeps(sweeps, store=None, **kw):

@@ -229,10 +229,14 @@ def test_bf16_is_an_option_of_conv_configurations_only():
         train_models([fcn], [None], x, y, TrainConfig(epochs=1, precision="bf16"), [0])
 
 
+def _stand_in(n=64):
+    "`n` random images with cycling labels."
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(n) % 10
+
+
 def _one_step_then_on(batch_size, **kernels):
     "A half-pruned ResNet-20 of width 2 on stand-in images: masks and weights after one step; the masks hold for two epochs."
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 10
+    x, y = _stand_in()
     m = make_model("resnet20", 2, 3072, 10, seed=0)
     mk = prune_masks(prunable(m), ones_masks(prunable(m)), 0.5)
     cfg = TrainConfig(epochs=2, batch_size=batch_size, momentum=0.9, weight_decay=1e-4, **kernels)
@@ -254,8 +258,7 @@ def test_bf16_training_keeps_masks_and_rounds_near_float32_where_it_can():
     # after one step the output layer, whose gradient involves no long sums, agrees to bf16's rounding
     assert 0 < float((moved["fp32"] - moved["bf16"]).norm() / moved["fp32"].norm()) < 0.05
     # torch.func.vmap leaves convolutions in float32 under autocast: the fused trainer refuses bf16 before any compute
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(64, 3, 32, 32, generator=g), torch.arange(64) % 10
+    x, y = _stand_in()
     models = [make_model("resnet20", 2, 3072, 10, seed=s) for s in (0, 1)]
     bf = TrainConfig(epochs=1, batch_size=16, precision="bf16")
     with pytest.raises(ConfigError, match="fused training is float32 only"):
@@ -301,6 +304,13 @@ def test_compiled_training_is_eager_arithmetic_with_masks_holding(tmp_path):
         after[mode] = torch.cat([w.flatten() for w in first.values()])
     # one step: the same arithmetic in fused kernels, so float32 rounding only
     assert float((after["default"] - after["off"]).norm() / after["off"].norm()) < 1e-5
+    # the bench's row (6) compares modes against eager in whole batches of 128 (the 64 left over are dropped)
+    from lottery_nb.bench import _compile_row
+    x, y = _stand_in(320)
+    lines = []
+    row = _compile_row(2, x, y, x[:32], y[:32], 1, torch.device("cpu"), ("off", "default"), lines.append)
+    assert row["off"]["from_eager"] == 0 and 0 < row["default"]["from_eager"] < 1e-5
+    assert len(lines) == 2 and lines[1].lstrip().startswith("default") and all(0 <= r["error"] <= 1 for r in row.values())
     # the IMP driver trains a compiled configuration under its own store key; evaluation stays eager
     xs, ys = np.random.default_rng(4).integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), np.arange(64) % 10
     write_cifar(tmp_path / "data", xs, ys, xs[:16], ys[:16])
