@@ -33,10 +33,11 @@ def _cli(*args, **kw):
 
 
 def test_slurm_options_are_checked_before_anything_runs(tmp_path):
-    for args, message in [(["--gpus-per-job", "1"], "need(s) --executor slurm"),
-                          (["--executor", "pbs"], "unknown executor 'pbs'"),
-                          (["--executor", "slurm", "--time-min", "0"], "time_min must be an integer >= 1")]:
-        if "slurm" in args and not shutil.which("sbatch"): message = "needs SLURM's sbatch"
+    cases = [(["--gpus-per-job", "1"], "need(s) --executor slurm"),
+             (["--executor", "pbs"], "unknown executor 'pbs'"),
+             (["--executor", "slurm", "--time-min", "0"], "time_min must be an integer >= 1")]  # values first, sbatch or not
+    if not shutil.which("sbatch"): cases.append((["--executor", "slurm"], "needs SLURM's sbatch"))
+    for args, message in cases:
         p = _cli("run", *FIG, "--out", str(tmp_path / "o"), "--store", str(tmp_path / "s"), *args)
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 2 and message in out and "Traceback" not in out, out
