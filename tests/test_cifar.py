@@ -11,7 +11,7 @@ import torch
 from conftest import assert_same_results, stored_results
 from lottery_nb.core import ConfigError
 from lottery_nb.data import CIFAR_BLACK, crop_flip, cifar_dataset, make_dataset, read_cifar, write_cifar
-from lottery_nb.imp import build_dataset, build_model, config_label, imp_config, next_count, order_seed, run_imp
+from lottery_nb.imp import build_dataset, build_model, imp_config, next_count, order_seed, run_imp
 from lottery_nb.models import arch_counts, make_model, output_layer, prunable
 from lottery_nb.pruning import count_schedule, ones_masks, prune_masks
 from lottery_nb.store import RunStore
@@ -117,11 +117,11 @@ def test_cifar_imp_rewinds_every_level_to_the_early_state(tmp_path):
     x, y = g.integers(0, 256, (64, 3, 32, 32), dtype=np.uint8), np.arange(64) % 10
     write_cifar(tmp_path / "data", x, y, x[:20], y[:20])
     cfg = imp_config("cifar10", 2, data=dict(n_train=64), train=dict(epochs=16, batch_size=16))
-    assert (cfg["rewind_step"], cfg["train"]["milestones"], cfg["prune_output"]) == (4, [8, 12], True)
+    assert (cfg.prune.rewind_step, cfg.train.milestones, cfg.prune.output) == (4, (8, 12), True)
     store = RunStore(tmp_path / "store")
     (run,) = run_imp([cfg], 2, store, data_root=tmp_path / "data", progress=False)
     ds = build_dataset(cfg, tmp_path / "data")
-    tc = TrainConfig(**cfg["train"])
+    tc = cfg.train
     # the rewind point: the initial model trained for epoch 1 of 16 (4 steps), with crops and flips
     model = build_model(cfg, ds, torch.device("cpu"))
     train_model(model, None, ds.x_train, ds.y_train, tc, order_seed(cfg), 0, 4, ds.augment)
@@ -205,10 +205,10 @@ def test_fused_trajectories_are_a_function_of_their_configuration(tmp_path):
     assert len(a) == len(b) == len(c) == 6  # two replicates × levels 0–2, whoever was asked for, in whatever steps
     assert_same_results(a, b)
     assert_same_results(a, c)
-    assert "fuse" not in imp_config("cifar10", 2)
+    assert "fuse" not in imp_config("cifar10", 2).to_dict()
     # a member whose records went missing puts the group out of step, and the driver says so
     store = RunStore(tmp_path / "a")
-    run1 = store.find(cfg(1), config_label(cfg(1)))
+    run1 = store.find(cfg(1))
     shutil.rmtree(store.level_dir(run1, 2))
     with pytest.raises(ConfigError, match="incomplete or out of step"):
         go("a", [0], 3)
@@ -216,9 +216,9 @@ def test_fused_trajectories_are_a_function_of_their_configuration(tmp_path):
 
 def test_bf16_is_an_option_of_conv_configurations_only():
     assert "precision" not in TrainConfig().to_dict()  # float32 configurations keep the form they were stored in
-    assert "precision" not in imp_config("cifar10", 2)["train"]
+    assert "precision" not in imp_config("cifar10", 2).to_dict()["train"]
     bf = imp_config("cifar10", 2, train=dict(precision="bf16"))
-    assert bf["train"]["precision"] == "bf16" and TrainConfig(**bf["train"]).precision == "bf16"
+    assert bf.to_dict()["train"]["precision"] == "bf16" and bf.train.precision == "bf16"
     with pytest.raises(ConfigError, match="unknown precision 'fp16'"):
         imp_config("cifar10", 2, train=dict(precision="fp16"))
     with pytest.raises(ConfigError, match="precision 'bf16': FCNs train in the bank"):
@@ -281,10 +281,10 @@ def test_conv_round_costs_follow_activations_as_well_as_macs():
 
 
 def test_compile_is_a_kernel_option_of_conv_configurations_only():
-    assert "compile" not in imp_config("cifar10", 2)["train"]  # eager configurations keep their stored form
+    assert "compile" not in imp_config("cifar10", 2).to_dict()["train"]  # eager configurations keep their stored form
     c = imp_config("cifar10", 2, train=dict(compile="reduce-overhead"))
-    assert c["train"]["compile"] == "reduce-overhead" and TrainConfig(**c["train"]).kernels() == {"compile": "reduce-overhead"}
-    assert config_label(c) == config_label(imp_config("cifar10", 2))  # the label names the model; the store key differs
+    assert c.to_dict()["train"]["compile"] == "reduce-overhead" and c.train.kernels() == {"compile": "reduce-overhead"}
+    assert c.label == imp_config("cifar10", 2).label  # the label names the model; the store key differs
     with pytest.raises(ConfigError, match="unknown compile 'max'"):
         imp_config("cifar10", 2, train=dict(compile="max"))
     with pytest.raises(ConfigError, match="compile 'default': FCNs train in the bank"):

@@ -127,6 +127,19 @@ def test_recipes_keep_their_hashes():
         assert config_hash(got) == r['hash'], r['call']
 
 
+def test_stored_configurations_read_back_to_their_typed_form():
+    from lottery_nb.core import ConfigError
+    from lottery_nb.imp import IMPConfig
+    for r in golden()['recipes']:
+        c = IMPConfig.from_dict(r['config'])
+        assert c.to_dict() == r['config'] and config_hash(c.to_dict()) == r['hash'], r['call']
+    stored = golden()['recipes'][0]['config']
+    with pytest.raises(ConfigError, match=r"unknown configuration parameter\(s\) \['widht'\]"):
+        IMPConfig.from_dict({**stored, 'widht': 3})
+    with pytest.raises(ConfigError, match="unknown data parameter"):
+        IMPConfig.from_dict({**stored, 'data': {**stored['data'], 'removed': []}})  # a mixture removes no classes
+
+
 @pytest.mark.parametrize('case', [c[0] for c in figure_cases()])
 def test_figure_notebooks_train_the_same_configurations(case, tmp_path, monkeypatch):
     _, nb, params = next(c for c in figure_cases() if c[0] == case)

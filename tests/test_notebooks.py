@@ -1,5 +1,7 @@
 """Every notebook in nbs/ executed with nbdev's test_nb, and the notebooks in sync with the library."""
 import filecmp
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +16,22 @@ NOTEBOOKS = sorted(p for p in (ROOT / "nbs").rglob("*.ipynb") if ".ipynb_checkpo
 
 def test_there_are_notebooks():
     assert len(NOTEBOOKS) >= 10
+
+
+def _code(nb): return [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+
+
+def test_no_notebook_imports_from_a_later_one():
+    "Numbered notebooks build the library in import order: each imports only modules of itself or earlier notebooks."
+    numbered = [nb for nb in NOTEBOOKS if re.match(r'\d{2}', nb.name)]
+    maker = {}
+    for nb in numbered:
+        for m in re.finditer(r'#\|\s*default_exp\s+(\S+)', '\n'.join(_code(nb))):
+            maker['lottery_nb.' + m.group(1).removesuffix('.__init__')] = nb.name
+    late = [(nb.name, mod, maker[mod]) for nb in numbered for src in _code(nb)
+            for mod in re.findall(r'(?:from|import)\s+(lottery_nb(?:\.\w+)*)', src)
+            if mod in maker and maker[mod] > nb.name]
+    assert not late, late
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT / "nbs")))

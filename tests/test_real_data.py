@@ -5,7 +5,7 @@ import torch
 from conftest import stand_in_data, stand_in_images
 from lottery_nb.core import ConfigError
 from lottery_nb.data import fashion_dataset, make_dataset, mnist_dataset, write_idx
-from lottery_nb.imp import (arch_sweeps, imp_config, next_count, plan_trajectory, run_imp, sweep_notes,
+from lottery_nb.imp import (Grid, arch_sweeps, imp_config, next_count, plan_trajectory, run_imp, sweep_notes,
                             train_defaults)
 from lottery_nb.models import arch_counts, count_params, make_model
 from lottery_nb.pruning import count_schedule
@@ -79,21 +79,21 @@ def test_resnet6_imp_two_levels_keeps_masks(tmp_path):
 
 
 def test_resnet6_schedule_follows_the_epochs_and_yields_to_given_values():
-    t = imp_config("mnist", 8, arch="resnet6", train=dict(epochs=40))["train"]
-    assert (t["momentum"], t["weight_decay"], t["milestones"]) == (0.9, 1e-4, [20, 30])
-    assert imp_config("mnist", 8, arch="resnet6")["train"]["milestones"] == [60, 90]
-    given = imp_config("mnist", 8, arch="resnet6", train=dict(epochs=40, momentum=0.5, milestones=[5]))["train"]
-    assert (given["momentum"], given["milestones"]) == (0.5, [5])
-    assert imp_config("mnist", 8, arch="fcn3")["train"] == train_defaults("mnist", "fcn3")  # FCNs: the protocol's
+    t = imp_config("mnist", 8, arch="resnet6", train=dict(epochs=40)).train
+    assert (t.momentum, t.weight_decay, t.milestones) == (0.9, 1e-4, (20, 30))
+    assert imp_config("mnist", 8, arch="resnet6").train.milestones == (60, 90)
+    given = imp_config("mnist", 8, arch="resnet6", train=dict(epochs=40, momentum=0.5, milestones=[5])).train
+    assert (given.momentum, given.milestones) == (0.5, (5,))
+    assert imp_config("mnist", 8, arch="fcn3").to_dict()["train"] == train_defaults("mnist", "fcn3")  # FCNs: the protocol's
     with pytest.raises(ConfigError, match="epochs"): imp_config("mnist", 8, arch="resnet6", train=dict(epochs="40"))
 
 
 def test_arch_sweeps_give_resnet6_its_own_scale_and_say_so():
-    fcn, resnet = ([3, 10], [10], None, 120), ([2, 4], [4], 1000, 6)
-    sws = arch_sweeps("mnist", ["fcn2", "fcn3", "resnet6"], fcn, resnet, levels=3)
-    n_train = {a: sw.config_of(sw.starts[0])["data"]["n_train"] for a, sw in sws.items()}
+    fcn, resnet = Grid([3, 10], [10], 3, epochs=120), Grid([2, 4], [4], 3, n_train=1000, epochs=6)
+    sws = arch_sweeps("mnist", ["fcn2", "fcn3", "resnet6"], fcn, resnet)
+    n_train = {a: sw.config_of(sw.starts[0]).data.n_train for a, sw in sws.items()}
     assert n_train == dict(fcn2=None, fcn3=None, resnet6=1000)
-    assert sws["resnet6"].config_of(4)["train"]["milestones"] == [3, 4]
+    assert sws["resnet6"].config_of(4).train.milestones == (3, 4)
     assert sweep_notes(sws) == ["replicates 1 (paper 3)", "resnet6: n_train 1000 (paper all)",
                                "resnet6: epochs 6 (paper 120)"]
     assert sweep_notes({a: sws[a] for a in ("fcn2", "fcn3")}) == ["replicates 1 (paper 3)"]

@@ -70,7 +70,7 @@ def test_reads_of_unknown_configurations_leave_the_store_untouched(trained):
     before = listing(trained)
     st = RunStore(trained)
     assert st.find(UNSEEN, config_label(UNSEEN)) is None
-    assert st.find(LINEAR.configs()[0]) is None  # the label is part of the name
+    assert st.find(LINEAR.configs()[0].to_dict()) is None  # the label is part of the name: bare JSON has none
     assert len(trajectories(trained, LINEAR.configs() + [UNSEEN])) == len(trajectories(trained, LINEAR.configs()))
     assert len(trajectories(trained, configs=[UNSEEN])) == 0
     assert len(trajectories(trained, dataset="mnist")) == 0

@@ -54,7 +54,7 @@ DAMAGE = {
     "damaged weights": (_flip_state, "state.pt is damaged"),
     "stale stop": (_stale_stop, "stopped.json is stale"),
     "leftover temporary folder": (lambda run: (run / "level_006.abc.tmp").mkdir(), "leftover temporary entry"),
-    "edited config": (lambda run: (run / "config.json").write_text(json.dumps({**CFG, "width": 7})), "config.json was edited"),
+    "edited config": (lambda run: (run / "config.json").write_text(json.dumps({**CFG.to_dict(), "width": 7})), "config.json was edited"),
 }
 
 
