@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['Param', 'parse_parameters', 'check_value', 'parameters_source', 'notebook_parameters', 'refuse_unknown',
-           'check_parameters', 'check_kernel_parameters', 'parse_assignment']
+           'check_parameters', 'refuse_injected', 'check_kernel_parameters', 'parse_assignment']
 
 # %% ../nbs/30_params.ipynb #9c48e4b1
 import ast
@@ -117,16 +117,26 @@ def _names(source):
     assigns = [n for n in ast.parse(source).body if isinstance(n, ast.Assign)]
     return [t.id for n in assigns for t in n.targets if isinstance(t, ast.Name)]
 
-def check_kernel_parameters():
-    "Called in the cell right after the parameters cell: refuse injected unknown names and ill-typed values."
+def _inputs():
+    "The kernel's input history, and its namespace (none outside IPython)."
     from IPython import get_ipython
     ip = get_ipython()
-    hist = list(ip.user_ns.get('In', [])) if ip is not None else []
+    return (list(ip.user_ns.get('In', [])), ip.user_ns) if ip is not None else ([], {})
+
+def _injected(hist): return len(hist) >= 3 and hist[-2].lstrip().startswith('# Parameters')
+
+def refuse_injected(params):
+    "Refuse names papermill injected (in the cell run just before this one) that `params` does not declare."
+    hist, _ = _inputs()
+    if _injected(hist): refuse_unknown(_names(hist[-2]), params, 'this notebook')
+
+def check_kernel_parameters():
+    "Called in the cell right after the parameters cell: refuse injected unknown names and ill-typed values."
+    hist, ns = _inputs()
     if len(hist) < 3: return {}  # no input history (e.g. a test runner): nothing to read
-    injected = hist[-2].lstrip().startswith('# Parameters')
-    params = parse_parameters(hist[-3] if injected else hist[-2])
-    if injected: refuse_unknown(_names(hist[-2]), params, 'this notebook')
-    return check_parameters({k: ip.user_ns[k] for k in params}, params, 'this notebook')
+    params = parse_parameters(hist[-3] if _injected(hist) else hist[-2])
+    refuse_injected(params)
+    return check_parameters({k: ns[k] for k in params}, params, 'this notebook')
 
 # %% ../nbs/30_params.ipynb #0d803808
 def _split_top(text):
@@ -134,7 +144,9 @@ def _split_top(text):
     parts, depth, cur = [], 0, ''
     for ch in text:
         depth += (ch in '[{') - (ch in ']}')
-        if ch == ',' and depth == 0: parts.append(cur); cur = ''
+        if ch == ',' and depth == 0:
+            parts.append(cur)
+            cur = ''
         else: cur += ch
     return parts + [cur]
 
