@@ -27,6 +27,25 @@ def _positive_int(text):
     if v < 1: raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return v
 
+SLURM_OPTIONS = [('--slurm-partition', str, 'the partition'), ('--gpus-per-job', int, 'GPUs per job (default 0)'),
+                 ('--cpus-per-job', int, 'CPUs per job (default 2)'), ('--mem-gb', int, 'memory per job in GB'),
+                 ('--time-min', int, 'time limit per job in minutes (default 60)'),
+                 ('--max-requeues', int, 'requeues after the time limit (default 3)'),
+                 ('--trajectories-per-job', int, 'at most this many trajectories per job (default: no cap)'),
+                 ('--slurm-folder', str, "submitit's job files (default: the run folder's slurm/)")]
+
+def _executor(a):
+    "The `Executor` of a `run` command, checked; SLURM options need `--executor slurm`."
+    from lottery_nb.executors import Executor
+    given = {o[2:].replace('-', '_'): getattr(a, o[2:].replace('-', '_')) for o, _, _ in SLURM_OPTIONS}
+    given = {k.removeprefix('slurm_'): v for k, v in given.items() if v is not None}
+    if a.executor != 'slurm' and given:
+        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --executor slurm")
+    ex = Executor(a.executor, **given)
+    ex.require_cluster()
+    return ex
+
+# %% ../nbs/34_cli.ipynb #e7a345f4
 def _parser():
     p = argparse.ArgumentParser(prog='lottery-nb', description='Run and inspect the figure notebooks of lottery_nb.')
     sub = p.add_subparsers(dest='cmd', required=True)
@@ -58,24 +77,6 @@ def _parser():
     v.add_argument('--store', help='run store folder (default $LOTTERY_NB_STORE or outputs/store)')
     v.add_argument('--repair', action='store_true', help='remove damaged records so that they are recomputed')
     return p
-
-SLURM_OPTIONS = [('--slurm-partition', str, 'the partition'), ('--gpus-per-job', int, 'GPUs per job (default 0)'),
-                 ('--cpus-per-job', int, 'CPUs per job (default 2)'), ('--mem-gb', int, 'memory per job in GB'),
-                 ('--time-min', int, 'time limit per job in minutes (default 60)'),
-                 ('--max-requeues', int, 'requeues after the time limit (default 3)'),
-                 ('--trajectories-per-job', int, 'at most this many trajectories per job (default: no cap)'),
-                 ('--slurm-folder', str, "submitit's job files (default: the run folder's slurm/)")]
-
-def _executor(a):
-    "The `Executor` of a `run` command, checked; SLURM options need `--executor slurm`."
-    from lottery_nb.executors import Executor
-    given = {o[2:].replace('-', '_'): getattr(a, o[2:].replace('-', '_')) for o, _, _ in SLURM_OPTIONS}
-    given = {k.removeprefix('slurm_'): v for k, v in given.items() if v is not None}
-    if a.executor != 'slurm' and given:
-        raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --executor slurm")
-    ex = Executor(a.executor, **given)
-    ex.require_cluster()
-    return ex
 
 # %% ../nbs/34_cli.ipynb #69f1d918
 def _plan(a):

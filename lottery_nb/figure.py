@@ -11,8 +11,7 @@ from pathlib import Path
 
 from fastcore.basics import patch
 
-from .analysis import SUMMARY_COLUMNS, effective_noise, full_and_pruned, markdown_table, summaries, sweep_tables
-from .imp import Grid, arch_sweeps, dataset_sweeps, mixture_sweeps, run_sweeps, sweep_notes
+from . import analysis, imp
 from .params import check_parameters, notebook_parameters, refuse_injected
 from .plots import figure_dir, save_figure, write_metrics
 from .runner import find_figure
@@ -44,11 +43,11 @@ def start_figure(name, namespace):
 # %% ../nbs/32_figure.ipynb #e5be015c
 @patch
 def grid(self: Figure, prefix=''):
-    "The `Grid` the parameters give under `prefix`, each field falling back to its unprefixed parameter."
+    "The `imp.Grid` the parameters give under `prefix`, each field falling back to its unprefixed parameter."
     def get(k, default=None): return self.params.get(prefix + k, self.params.get(k, default))
     width = get('width')
     widths, starts = ([width], [width]) if width is not None else (get('widths', []), get('starts', []))
-    return Grid(widths, starts, get('levels'), get('arch'), get('n_train'), get('n_test'), get('epochs'), get('fuse', 1),
+    return imp.Grid(widths, starts, get('levels'), get('arch'), get('n_train'), get('n_test'), get('epochs'), get('fuse', 1),
                 get('precision', 'fp32'), get('compile', 'off'))
 
 @patch
@@ -65,23 +64,23 @@ def title(self: Figure, text): return text + (' — REDUCED SCALE' if self.notes
 def dataset_sweeps(self: Figure, grid_notes=True):
     "A sweep per dataset of `datasets`: MNIST-like ones from the plain parameters, CIFAR-10 from `cifar_*`."
     p = self.params
-    sweeps = dataset_sweeps(p['datasets'], self.grid(), self.grid('cifar_'), p['replicates'], p['noise'])
-    self.scale(sweep_notes(sweeps, grid=grid_notes))
+    sweeps = imp.dataset_sweeps(p['datasets'], self.grid(), self.grid('cifar_'), p['replicates'], p['noise'])
+    self.scale(imp.sweep_notes(sweeps, grid=grid_notes))
     return sweeps
 
 @patch
 def arch_sweeps(self: Figure):
     "A sweep per architecture of `archs` on MNIST: the FCNs from `fcn_*`, ResNet-6 from `resnet_*`."
     p = self.params
-    sweeps = arch_sweeps('mnist', p['archs'], self.grid('fcn_'), self.grid('resnet_'), p['replicates'], p['noise'])
-    self.scale(sweep_notes(sweeps))
+    sweeps = imp.arch_sweeps('mnist', p['archs'], self.grid('fcn_'), self.grid('resnet_'), p['replicates'], p['noise'])
+    self.scale(imp.sweep_notes(sweeps))
     return sweeps
 
 @patch
 def mixture_sweeps(self: Figure, nus, widths, starts, more_notes=()):
     "A sweep per `(task, ν)` of `nus`, on `widths` and `starts`, at the scale the parameters give; `more_notes`: the figure's own."
     p = self.params
-    sweeps = mixture_sweeps(nus, widths, starts, p['replicates'], p['levels'], p['min_params'], p['n_train'], p['n_test'],
+    sweeps = imp.mixture_sweeps(nus, widths, starts, p['replicates'], p['levels'], p['min_params'], p['n_train'], p['n_test'],
                             p['noise'], p['epochs'])
     self.scale(next(iter(sweeps.values())).scale_notes() + list(more_notes))
     return sweeps
@@ -92,24 +91,24 @@ def _named(key): return f"{key[0]}, ν={key[1]}" if isinstance(key, tuple) else 
 @patch
 def train(self: Figure, sweeps):
     "Train what the run store lacks of `sweeps` (together, one bank per round); returns their run folders."
-    return run_sweeps(sweeps, self.store, device=self.device, data_root=self.params.get('data_dir'))
+    return imp.run_sweeps(sweeps, self.store, device=self.device, data_root=self.params.get('data_dir'))
 
 @patch
 def summaries(self: Figure, sweeps, classes=10, show=True):
     "Replicate-averaged tables of `sweeps`, and their best pruned models (labels of `classes` classes); printed if `show`."
-    p, tables = self.params, sweep_tables(self.store, sweeps)
-    summary = summaries(tables, sweeps, p['rule'], effective_noise(p['noise'], classes), p['tau'])
+    p, tables = self.params, analysis.sweep_tables(self.store, sweeps)
+    summary = analysis.summaries(tables, sweeps, p['rule'], analysis.effective_noise(p['noise'], classes), p['tau'])
     for k, s in summary.items():
-        if show: print(f"\n{_named(k)} (best pruned by rule '{p['rule']}')\n" + markdown_table(s, SUMMARY_COLUMNS))
+        if show: print(f"\n{_named(k)} (best pruned by rule '{p['rule']}')\n" + analysis.markdown_table(s, analysis.SUMMARY_COLUMNS))
     return tables, summary
 
 @patch
 def full_and_pruned(self: Figure, sweeps):
     "The full and the best pruned model of each single-width sweep (`analysis.full_and_pruned`), printed."
     p = self.params
-    fps = {d: full_and_pruned(self.store, sw.configs(), p['rule'], effective_noise(p['noise'], 10), p['tau'])
+    fps = {d: analysis.full_and_pruned(self.store, sw.configs(), p['rule'], analysis.effective_noise(p['noise'], 10), p['tau'])
            for d, sw in sweeps.items()}
-    for d, fp in fps.items(): print(f'\n{d}:\n' + markdown_table(fp['rows']))
+    for d, fp in fps.items(): print(f'\n{d}:\n' + analysis.markdown_table(fp['rows']))
     return fps
 
 # %% ../nbs/32_figure.ipynb #8bb07e00

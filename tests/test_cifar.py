@@ -305,7 +305,7 @@ def test_compiled_training_is_eager_arithmetic_with_masks_holding(tmp_path):
     # one step: the same arithmetic in fused kernels, so float32 rounding only
     assert float((after["default"] - after["off"]).norm() / after["off"].norm()) < 1e-5
     # the bench's row (6) compares modes against eager in whole batches of 128 (the 64 left over are dropped)
-    from lottery_nb.bench import _compile_row
+    from lottery_nb.bench.conv import _compile_row
     x, y = _stand_in(320)
     lines = []
     row = _compile_row(2, x, y, x[:32], y[:32], 1, torch.device("cpu"), ("off", "default"), lines.append)

@@ -7,7 +7,7 @@ __all__ = ['SPREAD', 'RANGE', 'TWICE', 'MIXTURE_CLAIMS', 'check_dense_dd', 'chec
            'check_range', 'check_twice', 'check_closer_full', 'check_closer_small', 'check_ece', 'check_nu']
 
 # %% ../../nbs/23a_claims_mixtures.ipynb #57f3bcae
-from .core import (F2, F3, F5, FS1, LEARNED, NO_DATA, NOT_REPRODUCED, PARTLY, REPRODUCED, Z, Claim,
+from .core import (F2, F3, F5, FS1, LEARNED, NOT_REPRODUCED, PARTLY, Z, Claim,
                                     _mark, _ours, _panel, below, tally)
 
 # %% ../../nbs/23a_claims_mixtures.ipynb #ae5e0f8e

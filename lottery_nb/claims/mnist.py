@@ -7,7 +7,7 @@ __all__ = ['MNIST_SPREAD', 'NEAR', 'MNIST_CLAIMS', 'check_mnist_minima', 'check_
            'check_noisy_calibrated']
 
 # %% ../../nbs/23b_claims_mnist.ipynb #6ca760ed
-from .core import F6, F7, NO_DATA, NOT_REPRODUCED, PARTLY, REPRODUCED, T1, Claim, _mark, _ours, below, tally
+from .core import F6, F7, NO_DATA, NOT_REPRODUCED, REPRODUCED, T1, Claim, _mark, _ours, below, tally
 
 # %% ../../nbs/23b_claims_mnist.ipynb #f96a1b7e
 MNIST_SPREAD = 17_094 / 4_908  # Table 1, MNIST: largest / smallest best pruned count over the starts (3.5×)

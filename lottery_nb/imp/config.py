@@ -17,7 +17,7 @@ from ..core import ConfigError, check_choice, check_float, check_int, derive_see
 from ..data import TASKS, Mixture, check_noise, make_dataset
 from ..models import ARCHS, BIAS_INITS, FCN_ARCHS, make_model
 from ..pruning import PRUNE_RULES
-from ..store import canonical, config_hash
+from ..store import canonical
 from ..training import TrainConfig
 
 # %% ../../nbs/13_imp_config.ipynb #83cb711a
