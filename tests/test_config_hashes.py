@@ -1,8 +1,8 @@
-"""Every configuration keeps its store key.
+"""Every configuration keeps its store key and its run folder.
 
-`tests/data/config_hashes.json` holds, as the library computed them before the configuration became typed, the
-configurations (and level targets) that every figure notebook trains under its defaults and under every preset, and
-those of a catalogue of `imp_config` calls. The tests recompute them with today's code: a changed hash would orphan
+`tests/data/config_hashes.json` holds, as the library computed them before the configuration became typed, the run
+folders (readable label and configuration hash) and level targets that every figure notebook trains under its defaults
+and under every preset, and the configurations, hashes and folders of a catalogue of `imp_config` calls. The tests recompute them with today's code: a changed hash would orphan
 stored results. `python tests/test_config_hashes.py --write` rewrites the file (only for a deliberate change of keys).
 """
 import functools
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lottery_nb.store import canonical, config_hash
+from lottery_nb.store import canonical, config_hash, run_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / 'tests' / 'data' / 'config_hashes.json'
@@ -71,8 +71,14 @@ def _as_json(config):
     return json.loads(canonical(config.to_dict() if hasattr(config, 'to_dict') else config))
 
 
+def _folder(config):
+    "The run folder's name of a configuration, typed or not: its readable label, then its hash."
+    label = config.label if hasattr(config, 'label') else importlib.import_module('lottery_nb.imp').config_label(config)
+    return run_name(_as_json(config), label)
+
+
 def notebook_trains(path, params, monkeypatch):
-    "The `[hash, target]` pairs a figure notebook would train with `params`: its cells run until it first trains."
+    "The `[run folder, target]` pairs a figure notebook would train with `params`: its cells run until it first trains."
     nb = json.loads(Path(path).read_text())
     calls = _capture(monkeypatch)
     ns = {'__name__': '__main__'}
@@ -85,7 +91,7 @@ def notebook_trains(path, params, monkeypatch):
         except _Trained: break
     assert calls, f"{path.name} trained nothing"
     configs, targets = calls[0]
-    return sorted([config_hash(_as_json(c)), t] for c, t in zip(configs, targets))
+    return sorted([_folder(c), t] for c, t in zip(configs, targets))
 
 
 @functools.cache
@@ -122,9 +128,11 @@ def golden(): return json.loads(GOLDEN.read_text())
 def test_recipes_keep_their_hashes():
     want = golden()['recipes']
     assert [r['call'] for r in want] == json.loads(json.dumps(RECIPES))
+    from lottery_nb.imp import imp_config
     for r, got in zip(want, recipe_configs()):
         assert got == r['config'], r['call']
         assert config_hash(got) == r['hash'], r['call']
+        assert _folder(imp_config(**r['call'])) == r['folder'], r['call']
 
 
 def test_stored_configurations_read_back_to_their_typed_form():
@@ -155,7 +163,9 @@ def _write():
             mp = MonkeyPatch()
             try: figs[case] = notebook_trains(nb, _fixed(params, Path(tmp)), mp)
             finally: mp.undo()
-    recipes = [dict(call=r, config=c, hash=config_hash(c)) for r, c in zip(json.loads(json.dumps(RECIPES)), recipe_configs())]
+    from lottery_nb.imp import imp_config
+    recipes = [dict(call=r, config=c, hash=config_hash(c), folder=_folder(imp_config(**r)))
+               for r, c in zip(json.loads(json.dumps(RECIPES)), recipe_configs())]
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(dict(recipes=recipes, figures=figs), indent=0, sort_keys=True) + '\n')
     print(f"{GOLDEN}: {len(recipes)} recipes, {len(figs)} figure cases, "
