@@ -35,13 +35,13 @@ SLURM_OPTIONS = [('--slurm-partition', str, 'the partition'), ('--gpus-per-job',
                  ('--slurm-folder', str, "submitit's job files (default: the run folder's slurm/)")]
 
 def _executor(a):
-    "The `Executor` of a `run` command, checked; SLURM options need `--executor slurm`."
+    "The `Executor` of a `run` command, checked; SLURM options need `--executor slurm`, workers the local one."
     from lottery_nb.executors import Executor
     given = {o[2:].replace('-', '_'): getattr(a, o[2:].replace('-', '_')) for o, _, _ in SLURM_OPTIONS}
     given = {k.removeprefix('slurm_'): v for k, v in given.items() if v is not None}
     if a.executor != 'slurm' and given:
         raise ConfigError(f"{', '.join('--' + k.replace('_', '-') for k in given)} need(s) --executor slurm")
-    ex = Executor(a.executor, **given)
+    ex = Executor(a.executor, workers=a.workers, **given)
     ex.require_cluster()
     return ex
 
@@ -68,6 +68,8 @@ def _parser():
             s.add_argument('--timeout', type=_positive_int, help='seconds allowed per notebook cell')
             s.add_argument('--no-progress', action='store_true', help='no live progress line')
             s.add_argument('--executor', default='local', help='where trajectories train: local (default) or slurm')
+            s.add_argument('--workers', type=_positive_int, default=1,
+                           help='local worker processes training trajectories side by side (default 1)')
             for opt, kind, what in SLURM_OPTIONS: s.add_argument(opt, type=kind, help=f'with --executor slurm: {what}')
     for cmd, what in (('status', 'what every output folder holds'), ('claims', 'write outputs/CLAIMS.md')):
         s = sub.add_parser(cmd, help=what)

@@ -8,5 +8,6 @@ __all__ = []
 # %% ../../nbs/17_imp.ipynb #e3ca3c49
 from .config import *
 from .plan import *
+from .dispatch import *
 from .driver import *
 from .sweeps import *

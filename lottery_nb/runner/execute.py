@@ -75,6 +75,7 @@ def execute(run, kernel='python3', timeout=None, show=True, label='', executor=N
     if executor is not None and executor.kind != 'local':  # job files go with the run folder
         folder = executor.folder or str((run.tmp / 'slurm').resolve())
         os.environ[executors.ENV] = replace(executor, folder=folder).to_json()
+    elif executor is not None and executor.workers > 1: os.environ[executors.ENV] = executor.to_json()
     try:
         with progress.watch(events, label or f"{run.figure}/{run.name}", enabled=show):
             pm.execute_notebook(str(run.notebook), str(run.tmp / run.notebook.name),
