@@ -55,6 +55,9 @@ def _parser():
     b.add_argument('--device', help='cpu or cuda (default: CUDA when available)')
     b.add_argument('--replicates', type=_positive_int, default=5)
     b.add_argument('--cifar', action='store_true', help='the CIFAR-side check (conv nets; meant for a GPU)')
+    b.add_argument('--gpu', action='store_true', help="the one-GPU check of the protocol's cost and the bitwise "
+                   'agreement of captured and concurrent training (about 8 minutes on an H100/H200)')
+    b.add_argument('--json', default='bench-gpu.json', help='with --gpu: where the results go (default bench-gpu.json)')
     for cmd in ('params', 'run'):
         s = sub.add_parser(cmd, help='show the runs a command would make' if cmd == 'params' else 'run figures')
         s.add_argument('figure', nargs='+', help="figure names or prefixes, or 'all'")
@@ -64,12 +67,15 @@ def _parser():
         s.add_argument('--out', help='outputs root (default $LOTTERY_NB_OUTPUTS or outputs/)')
         s.add_argument('--store', help='run store folder (default $LOTTERY_NB_STORE or outputs/store)')
         s.add_argument('--force', action='store_true', help='replace finished run folders')
+        s.add_argument('--workers', type=_positive_int, default=1,
+                       help='local worker processes training trajectories side by side (default 1)')
+        if cmd == 'params':
+            s.add_argument('--estimate', action='store_true',
+                           help='also what each run would train and its estimated hours (loads the data)')
         if cmd == 'run':
             s.add_argument('--timeout', type=_positive_int, help='seconds allowed per notebook cell')
             s.add_argument('--no-progress', action='store_true', help='no live progress line')
             s.add_argument('--executor', default='local', help='where trajectories train: local (default) or slurm')
-            s.add_argument('--workers', type=_positive_int, default=1,
-                           help='local worker processes training trajectories side by side (default 1)')
             for opt, kind, what in SLURM_OPTIONS: s.add_argument(opt, type=kind, help=f'with --executor slurm: {what}')
     for cmd, what in (('status', 'what every output folder holds'), ('claims', 'write outputs/CLAIMS.md')):
         s = sub.add_parser(cmd, help=what)
@@ -101,10 +107,23 @@ def _list(a):
     print('presets:')
     for name in presets(): print(f"  {name}: {load_preset(name)['description']}")
 
+def _estimated(run, workers):
+    "One line: what `run` would train and its estimated hours in one process and on `workers` (`runner.estimate`)."
+    import tempfile
+    from lottery_nb.runner import asked, estimate
+    with tempfile.TemporaryDirectory() as tmp: got = asked(run.notebook, {**run.params, 'out_dir': tmp})
+    if got is None: return 'estimate: trains nothing'
+    e, h = estimate(*got, workers=workers), lambda s: f"{s / 3600:.2f} h"
+    pool = f", {h(e['workers_seconds'])} on {workers} workers" if workers > 1 else ''
+    text = (f"estimate: {e['trajectories']} trajectories, {e['levels']} levels to train; about {h(e['seconds'])} on "
+            f"this {e['device']} in one process{pool}")
+    return text + (" (the GPU constants for conv nets are guesses)" if e['guessed'] else '')
+
 # %% ../nbs/34_cli.ipynb #83db516b
 def _bench(a):
-    from lottery_nb.bench import conv_check, run_bench
-    if a.cifar: conv_check(quick=a.quick, device=a.device)
+    from lottery_nb.bench import conv_check, gpu_check, run_bench
+    if a.gpu: gpu_check(quick=a.quick, device=a.device, path=a.json)
+    elif a.cifar: conv_check(quick=a.quick, device=a.device)
     else: run_bench(quick=a.quick, device=a.device, replicates=a.replicates)
 
 def _status(a):
@@ -150,6 +169,11 @@ def main(argv=None):
     if a.cmd == 'params':
         for r in runs:
             print(yaml.safe_dump({'figure': r.figure, 'out_dir': shown(r.out), 'parameters': r.params}, sort_keys=False))
+            try:
+                if a.estimate: print(_estimated(r, a.workers) + '\n')
+            except ConfigError as e:
+                print(f"lottery-nb: error: {e}", file=sys.stderr)
+                return 2
         return 0
     res = execute_all(runs, show=not a.no_progress, timeout=a.timeout, executor=ex)
     bad = [r for r in res if not r['ok']]

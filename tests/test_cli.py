@@ -151,3 +151,11 @@ def test_several_figures_in_one_command(capsys):
     assert "levels: null" in out  # Table 1 at the cpu preset: the paper's level count per starting width
     assert main(["params", "fig2", "figZ", "--out", "/nonexistent"]) == 2
     assert "unknown figure 'figZ'" in capsys.readouterr().err
+
+
+def test_params_estimate_says_what_a_run_would_train_and_trains_nothing(isolated, capsys):
+    out, store = isolated / "out", isolated / "st"
+    assert main(["params", "fig2", "--out", str(out), "--store", str(store), "--estimate", "--workers", "2"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("estimate:")]
+    assert len(line) == 1 and "trajectories" in line[0] and "on 2 workers" in line[0], line
+    assert not (store.exists() and any(store.iterdir())) and not out.exists()

@@ -4,12 +4,11 @@
 
 # %% auto #0
 __all__ = ['CIFAR_FOLDER', 'CIFAR_FILES', 'CIFAR_MEAN', 'CIFAR_STD', 'CIFAR_BLACK', 'read_cifar', 'write_cifar',
-           'cifar_normalise', 'keep_classes', 'crop_flip', 'cifar_dataset']
+           'cifar_normalise', 'keep_classes', 'CropFlip', 'crop_flip', 'cifar_dataset']
 
 # %% ../../nbs/01c_data_cifar.ipynb #2ec0b51c
 import os
 import pickle
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -67,19 +66,39 @@ def keep_classes(x, y, removed, num_classes=10):
     return x[sel], new[y][sel], kept
 
 # %% ../../nbs/01c_data_cifar.ipynb #300ada60
+class CropFlip:
+    "Random crops from a `pad`-pixel padding (of value `fill`, default 0) and horizontal flips of a batch `(n, c, h, w)`."
+    def __init__(self, pad=4, fill=None): self.pad, self.fill, self.fills = pad, fill, {}
+
+    def draw(self, n, seed):
+        "The random part, on the CPU: row and column offsets and flips `(n,)` for a batch of `n`, from `seed`."
+        g = make_generator(seed)
+        dy, dx = torch.randint(0, 2 * self.pad + 1, (2, n), generator=g)
+        return dy, dx, torch.rand(n, generator=g) < 0.5
+
+    def apply(self, x, dy, dx, flip):
+        "The batch `x` cropped at offsets `dy, dx` and flipped where `flip`: device work only."
+        (n, c, h, w), p = x.shape, self.pad
+        dy, dx, flip = dy.to(x.device), dx.to(x.device), flip.to(x.device)
+        xp = x.new_empty(n, c, h + 2 * p, w + 2 * p)
+        xp[:] = 0 if self.fill is None else self._fill(x)
+        xp[:, :, p:p + h, p:p + w] = x
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+        cols = dx[:, None] + torch.arange(w, device=x.device)
+        cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]
+        return xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+    def _fill(self, x):
+        "The fill as `(1, c, 1, 1)` on `x`'s device and dtype, copied there once."
+        key = (x.device, x.dtype)
+        if key not in self.fills: self.fills[key] = self.fill.to(x).view(1, -1, 1, 1)
+        return self.fills[key]
+
+    def __call__(self, x, seed): return self.apply(x, *self.draw(len(x), seed))
+
 def crop_flip(x, seed, pad=4, fill=None):
     "Random crops from a `pad`-pixel padding and horizontal flips of a batch `(n, c, h, w)`, drawn from `seed`."
-    n, c, h, w = x.shape
-    g = make_generator(seed)
-    dy, dx = torch.randint(0, 2 * pad + 1, (2, n), generator=g).to(x.device)
-    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
-    xp = x.new_empty(n, c, h + 2 * pad, w + 2 * pad)
-    xp[:] = 0 if fill is None else fill.to(x).view(1, c, 1, 1)
-    xp[:, :, pad:pad + h, pad:pad + w] = x
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = dx[:, None] + torch.arange(w, device=x.device)
-    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]
-    return xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+    return CropFlip(pad, fill)(x, seed)
 
 # %% ../../nbs/01c_data_cifar.ipynb #91712227
 def cifar_dataset(root=None, noise=0.2, noise_mode='resample', seed=0, n_train=None, n_test=None, removed=(),
@@ -100,5 +119,5 @@ def cifar_dataset(root=None, noise=0.2, noise_mode='resample', seed=0, n_train=N
         return x, torch.from_numpy(y[:n]), kept
     (xtr, ytr, kept), (xte, yte, _) = prep(xtr, ytr, n_train), prep(xte, yte, n_test)
     return with_noise('cifar10', xtr, ytr, xte, yte, len(kept), noise, noise_mode, seed,
-                      augment=partial(crop_flip, fill=CIFAR_BLACK) if augment else None,
+                      augment=CropFlip(fill=CIFAR_BLACK) if augment else None,
                       info=dict(root=str(root), classes=kept))

@@ -17,17 +17,21 @@ from ..progress import Reporter
 
 # %% ../../nbs/12b_executors_pool.ipynb #9c4aa781
 class QueueReporter(Reporter):
-    "A worker's reporter: each progress event goes to the pool's parent, tagged with the worker and task."
-    def __init__(self, outbox, worker, task): self.outbox, self.worker, self.task = outbox, worker, task
-    def emit(self, event, **fields): self.outbox.put(('event', self.worker, self.task, (event, fields)))
+    "A worker's reporter: each event goes to the pool's parent, tagged; at each, the worker takes up its thread share."
+    def __init__(self, outbox, worker, task, threads):
+        self.outbox, self.worker, self.task, self.threads = outbox, worker, task, threads
+
+    def emit(self, event, **fields):
+        if (n := self.threads.value) != torch.get_num_threads(): torch.set_num_threads(n)
+        self.outbox.put(('event', self.worker, self.task, (event, fields)))
 
 def _serve(worker, fn, inbox, outbox, threads, report):
     "A worker's loop: run each task its inbox hands it and answer with the result or the error, until `None`."
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads.value)
     outbox.put(('ready', worker, None, None))
     while (item := inbox.get()) is not None:
         k, args = item
-        kw = dict(report=QueueReporter(outbox, worker, k)) if report else {}
+        kw = dict(report=QueueReporter(outbox, worker, k, threads)) if report else {}
         try: outbox.put(('done', worker, k, fn(*args, **kw)))
         except Exception as e:
             at = traceback.extract_tb(e.__traceback__)[-1]
@@ -42,15 +46,17 @@ class Pool:
     def __init__(self, workers, fn, arglist, threads, report):
         self.ctx, self.workers, self.fn, self.args = multiprocessing.get_context('spawn'), workers, fn, arglist
         self.threads, self.report, self.outbox = threads, report, multiprocessing.get_context('spawn').Queue()
-        self.todo, self.held, self.procs, self.tries, self.made, self.crashes = list(range(len(arglist))), {}, {}, {}, 0, 0
+        self.cores = threads * workers
+        self.todo, self.held, self.procs, self.tries = list(range(len(arglist))), {}, {}, {}
+        self.made, self.crashes = 0, 0
 
     def start(self):
         "Start one more worker."
-        inbox, w = self.ctx.Queue(), self.made
-        args = (w, self.fn, inbox, self.outbox, self.threads, self.report)
+        inbox, share, w = self.ctx.Queue(), self.ctx.Value('i', self.threads), self.made
+        args = (w, self.fn, inbox, self.outbox, share, self.report)
         p = self.ctx.Process(target=_serve, args=args, name=f'lottery-nb worker {w}', daemon=True)
         p.start()
-        self.procs[w], self.made = (p, inbox), self.made + 1
+        self.procs[w], self.made = (p, inbox, share), self.made + 1
 
     def give(self, w):
         "Hand worker `w` the next task, or tell it to stop."
@@ -58,11 +64,16 @@ class Pool:
         if k is not None: self.held[w] = k
         self.procs[w][1].put(None if k is None else (k, self.args[k]))
 
+    def share(self):
+        "Once no task waits, split the cores among the workers still running."
+        if self.todo or not self.held: return
+        for w in self.held: self.procs[w][2].value = max(1, self.cores // len(self.held))
+
 # %% ../../nbs/12b_executors_pool.ipynb #2d171b03
 def _reap(self: Pool, requeues):
     "Replace dead workers and give back their tasks; returns `{task: error}` of tasks out of tries."
     lost = {}
-    for w, (p, _) in list(self.procs.items()):
+    for w, (p, *_) in list(self.procs.items()):
         if p.is_alive(): continue
         del self.procs[w]
         if (k := self.held.pop(w, None)) is None:
@@ -78,8 +89,8 @@ def _reap(self: Pool, requeues):
 
 def _stop(self: Pool):
     "End the workers: those told to stop exit by themselves, the others are terminated."
-    for p, _ in self.procs.values(): p.join(2 if p.is_alive() and not self.todo else 0)
-    for p, _ in self.procs.values():
+    for p, *_ in self.procs.values(): p.join(2 if p.is_alive() and not self.todo else 0)
+    for p, *_ in self.procs.values():
         if p.is_alive(): p.terminate()
 
 Pool.reap, Pool.stop = _reap, _stop
@@ -102,6 +113,7 @@ def run_pool(workers, fn, arglist, on_event=None, threads=None, requeues=2, poll
                 if k in pool.todo: pool.todo.remove(k)  # given back by a worker that died after finishing it
             if kind in ('ready', 'done', 'failed') and w in pool.procs: pool.give(w)
             failed.update(pool.reap(requeues))
+            pool.share()
     finally: pool.stop()
     if failed: raise WorkersFailed(f"{len(failed)} of {len(pool.args)} task(s) failed: " +
                                    '; '.join(f"task {k}: {e}" for k, e in sorted(failed.items())))

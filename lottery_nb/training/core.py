@@ -80,9 +80,9 @@ def batch_indices(n, batch_size, seed, epochs, start_step=0, stop_step=None):
             if start_step <= step < stop: yield step, perm[i * batch_size:(i + 1) * batch_size]
 
 # %% ../../nbs/04_training_core.ipynb #3e1ba810
-def autocast(cfg, device):
+def autocast(cfg, device, cache=True):
     "The context of a training step's forward pass: bf16 autocast on `device` when `cfg.precision` asks for it."
-    if cfg.precision == 'bf16': return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    if cfg.precision == 'bf16': return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=cache)
     return contextlib.nullcontext()
 
 def compiled(model, cfg):
@@ -104,8 +104,10 @@ def _sgd_loop(params, grad_masks, cfg, n, batches, step_fn):
         if new_lr != lr:
             for grp in opt.param_groups: grp['lr'] = new_lr
             lr = new_lr
+        graphed = cfg.compile == 'reduce-overhead'  # torch's CUDA graphs reuse their outputs' memory step after step
+        if graphed: torch.compiler.cudagraph_mark_step_begin()
         with autocast(cfg, dev): loss = step_fn(step, idx)
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad(set_to_none=graphed)  # a graph's gradient outputs are handed over, never accumulated into
         loss.backward()
         if grad_masks: torch._foreach_mul_([p.grad for p, _ in grad_masks], [m for _, m in grad_masks])
         opt.step(); steps += 1
