@@ -86,7 +86,8 @@ class CropFlip:
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
         cols = dx[:, None] + torch.arange(w, device=x.device)
         cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]
-        return xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+        out = xp.permute(0, 2, 3, 1)[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+        return out.contiguous()  # NCHW, as unaugmented batches: torch's CPU convolutions crashed on some channels-last ones
 
     def _fill(self, x):
         "The fill as `(1, c, 1, 1)` on `x`'s device and dtype, copied there once."
