@@ -8,7 +8,6 @@ stored results. `python tests/test_config_hashes.py --write` rewrites the file (
 import functools
 import importlib
 import json
-import pkgutil
 import sys
 import tempfile
 from pathlib import Path
@@ -45,27 +44,6 @@ RECIPES = [
 ]
 
 
-class _Trained(Exception):
-    "Raised in place of training: the notebook has built what it would train."
-
-
-def _capture(monkeypatch):
-    "Replace `run_imp` wherever the library holds it by a recorder; returns the list it records `(configs, targets)` to."
-    import lottery_nb
-    for m in pkgutil.walk_packages(lottery_nb.__path__, 'lottery_nb.'): importlib.import_module(m.name)
-    calls = []
-
-    def run_imp(configs, levels, *args, **kw):
-        configs = list(configs)
-        targets = list(levels) if isinstance(levels, (list, tuple)) else [levels] * len(configs)
-        calls.append((configs, targets))
-        raise _Trained
-
-    for name, mod in list(sys.modules.items()):
-        if name.startswith('lottery_nb') and hasattr(mod, 'run_imp'): monkeypatch.setattr(mod, 'run_imp', run_imp)
-    return calls
-
-
 def _as_json(config):
     "The stored JSON form of a configuration, typed or not."
     return json.loads(canonical(config.to_dict() if hasattr(config, 'to_dict') else config))
@@ -77,20 +55,13 @@ def _folder(config):
     return run_name(_as_json(config), label)
 
 
-def notebook_trains(path, params, monkeypatch):
-    "The `[run folder, target]` pairs a figure notebook would train with `params`: its cells run until it first trains."
-    nb = json.loads(Path(path).read_text())
-    calls = _capture(monkeypatch)
-    ns = {'__name__': '__main__'}
-    for cell in nb['cells']:
-        if cell['cell_type'] != 'code': continue
-        src = ''.join(cell['source'])
-        if 'parameters' in cell.get('metadata', {}).get('tags', []):
-            src += '\n' + '\n'.join(f"{k} = {v!r}" for k, v in params.items())
-        try: exec(compile(src, str(path), 'exec'), ns)
-        except _Trained: break
-    assert calls, f"{path.name} trained nothing"
-    configs, targets = calls[0]
+def notebook_trains(path, params):
+    "The `[run folder, target]` pairs a figure notebook would train with `params`: `runner.asked`, cells run until then."
+    from lottery_nb.runner import asked
+    got = asked(path, params)
+    assert got, f"{path.name} trained nothing"
+    configs, levels, _ = got
+    targets = list(levels) if isinstance(levels, (list, tuple)) else [levels] * len(configs)
     return sorted([_folder(c), t] for c, t in zip(configs, targets))
 
 
@@ -149,20 +120,17 @@ def test_stored_configurations_read_back_to_their_typed_form():
 
 
 @pytest.mark.parametrize('case', [c[0] for c in figure_cases()])
-def test_figure_notebooks_train_the_same_configurations(case, tmp_path, monkeypatch):
+def test_figure_notebooks_train_the_same_configurations(case, tmp_path):
     _, nb, params = next(c for c in figure_cases() if c[0] == case)
-    assert notebook_trains(nb, _fixed(params, tmp_path), monkeypatch) == golden()['figures'][case]
+    assert notebook_trains(nb, _fixed(params, tmp_path)) == golden()['figures'][case]
 
 
 def _write():
     "Recompute the golden file with the library as it is now."
-    from _pytest.monkeypatch import MonkeyPatch
     figs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for case, nb, params in figure_cases():
-            mp = MonkeyPatch()
-            try: figs[case] = notebook_trains(nb, _fixed(params, Path(tmp)), mp)
-            finally: mp.undo()
+            figs[case] = notebook_trains(nb, _fixed(params, Path(tmp)))
     from lottery_nb.imp import imp_config
     recipes = [dict(call=r, config=c, hash=config_hash(c), folder=_folder(imp_config(**r)))
                for r, c in zip(json.loads(json.dumps(RECIPES)), recipe_configs())]

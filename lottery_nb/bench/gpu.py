@@ -11,6 +11,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .core import _sync
@@ -62,19 +63,11 @@ def _mnist(device, quick, out):
         run = lambda k: train_models([models[i] for i in live], [masks[i] for i in live], x, y, cfg, seeds, stop_step=k)
         epoch[level] = _per_step(run, a, b, device) * cfg.steps_per_epoch(60_000)
         out(f"(mnist) level {level:>2}: {len(live)} models, {epoch[level]:.2f} s per 60,000-image epoch")
-    at = lambda l: _interpolate(epoch, l)
+    at = lambda l: float(np.interp(l, sorted(epoch), [epoch[k] for k in sorted(epoch)]))  # held beyond the ends
     hours = sum(cfg.epochs * at(l) for l in range(last + 1)) / 3600
     out(f"(mnist) Fig. 1 MNIST sweep (11 widths x 3 replicates, published levels, 120 epochs): {hours:.2f} h "
         f"{'(quick: not the sweep)' if quick else ''}")
     return dict(epoch_s={str(k): v for k, v in epoch.items()}, sweep_hours=hours)
-
-def _interpolate(points, x):
-    "Piecewise-linear value at `x` of `{x: y}` (held constant beyond the ends)."
-    xs = sorted(points)
-    if x <= xs[0]: return points[xs[0]]
-    for lo, hi in zip(xs, xs[1:]):
-        if x <= hi: return points[lo] + (points[hi] - points[lo]) * (x - lo) / (hi - lo)
-    return points[xs[-1]]
 
 # %% ../../nbs/33c_bench_gpu.ipynb #cb5ac8ad
 def _schedule(width, quick, **kw):

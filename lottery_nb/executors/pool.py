@@ -45,7 +45,7 @@ class Pool:
     "Spawned worker processes running `fn` on the tasks `arglist`, one at a time each; see `run_pool`."
     def __init__(self, workers, fn, arglist, threads, report):
         self.ctx, self.workers, self.fn, self.args = multiprocessing.get_context('spawn'), workers, fn, arglist
-        self.threads, self.report, self.outbox = threads, report, multiprocessing.get_context('spawn').Queue()
+        self.threads, self.report, self.outbox = threads, report, self.ctx.Queue()
         self.cores = threads * workers
         self.todo, self.held, self.procs, self.tries = list(range(len(arglist))), {}, {}, {}
         self.made, self.crashes = 0, 0

@@ -17,9 +17,9 @@ from ..calibration import ece, posterior_gap
 from ..core import ConfigError, check_choice, check_int, get_device, provenance, utc_now
 from ..data import noisy_posterior, posterior
 from ..executors import Executor, current_executor
-from .config import (build_dataset, build_model, data_key, fuse_key, group_by, order_seed, schedule_key,
+from .config import (build_model, data_key, fuse_key, group_by, order_seed, schedule_key,
                                    with_members)
-from .dispatch import dispatch, pending
+from .dispatch import dispatch, load_datasets, pending
 from .plan import check_memory, plan_rounds
 from ..models import count_params, output_layer, prunable
 from ..progress import ENV as PROGRESS, Reporter, reporter
@@ -84,9 +84,8 @@ class Trajectories:
 
 def load_data(tr, data_root, device, rep):
     "The datasets the pending trajectories train on, each loaded once onto `device`, by `data_key`."
-    first = {data_key(tr.configs[i]): i for i in reversed(tr.need)}
-    rep.stage('data', f"{len(first)} dataset(s)")
-    return {k: build_dataset(tr.configs[i], data_root).to(device) for k, i in first.items()}
+    rep.stage('data', f"{len({data_key(tr.configs[i]) for i in tr.need})} dataset(s)")
+    return load_datasets(tr.configs, tr.need, data_root, device)
 
 # %% ../../nbs/15_imp_driver.ipynb #7a616b7a
 def fused_groups(idx, cfgs, levels=None):

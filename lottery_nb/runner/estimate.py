@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lottery_nb
 from ..core import get_device, project_root
-from ..imp import build_dataset, data_key, pending, plan_rounds, requests, unit_plans
+from ..imp import load_datasets, pending, plan_rounds, requests, unit_plans
 from ..store import RunStore, run_name
 
 # %% ../../nbs/31b_runner_estimate.ipynb #2870c2b1
@@ -58,8 +58,7 @@ def estimate(configs, levels, kw, workers=1, device=None, data_root=None):
     runs = [store.find(c) or store.root / run_name(c.to_dict(), c.label) for c in configs]
     need = [i for i, r in enumerate(runs) if pending(store, r, targets[i], min_params)]
     device = get_device(device or kw.get('device'))
-    root = data_root or kw.get('data_root')
-    datasets = {data_key(configs[i]): build_dataset(configs[i], root) for i in reversed(need)}
+    datasets = load_datasets(configs, need, data_root or kw.get('data_root'))
     one = plan_rounds(store, runs, configs, need, targets, datasets, min_params, device)
     _, plans = unit_plans(store, runs, configs, targets, need, datasets, min_params, device)
     work = [sum(r['work'] for r in p) for p in plans]
