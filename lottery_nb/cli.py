@@ -72,6 +72,8 @@ def _parser():
         if cmd == 'params':
             s.add_argument('--estimate', action='store_true',
                            help='also what each run would train and its estimated hours (loads the data)')
+            s.add_argument('--on', choices=('cpu', 'cuda'),
+                           help="with --estimate: cost it for this device type (default: this machine's)")
         if cmd == 'run':
             s.add_argument('--timeout', type=_positive_int, help='seconds allowed per notebook cell')
             s.add_argument('--no-progress', action='store_true', help='no live progress line')
@@ -107,17 +109,17 @@ def _list(a):
     print('presets:')
     for name in presets(): print(f"  {name}: {load_preset(name)['description']}")
 
-def _estimated(run, workers):
+def _estimated(run, workers, device=None):
     "One line: what `run` would train and its estimated hours in one process and on `workers` (`runner.estimate`)."
     import tempfile
     from lottery_nb.runner import asked, estimate
     with tempfile.TemporaryDirectory() as tmp: got = asked(run.notebook, {**run.params, 'out_dir': tmp})
     if got is None: return 'estimate: trains nothing'
-    e, h = estimate(*got, workers=workers), lambda s: f"{s / 3600:.2f} h"
+    e, h = estimate(*got, workers=workers, device=device), lambda s: f"{s / 3600:.2f} h"
     pool = f", {h(e['workers_seconds'])} on {workers} workers" if workers > 1 else ''
     text = (f"estimate: {e['trajectories']} trajectories, {e['levels']} levels to train; about {h(e['seconds'])} on "
-            f"this {e['device']} in one process{pool}")
-    return text + (" (the GPU constants for conv nets are guesses)" if e['guessed'] else '')
+            f"a {e['device']} in one process{pool}")
+    return text + (f" ({e['caveat']})" if e['caveat'] else '')
 
 # %% ../nbs/34_cli.ipynb #83db516b
 def _bench(a):
@@ -170,7 +172,7 @@ def main(argv=None):
         for r in runs:
             print(yaml.safe_dump({'figure': r.figure, 'out_dir': shown(r.out), 'parameters': r.params}, sort_keys=False))
             try:
-                if a.estimate: print(_estimated(r, a.workers) + '\n')
+                if a.estimate: print(_estimated(r, a.workers, a.on) + '\n')
             except ConfigError as e:
                 print(f"lottery-nb: error: {e}", file=sys.stderr)
                 return 2

@@ -47,8 +47,8 @@ def grid(self: Figure, prefix=''):
     def get(k, default=None): return self.params.get(prefix + k, self.params.get(k, default))
     width = get('width')
     widths, starts = ([width], [width]) if width is not None else (get('widths', []), get('starts', []))
-    given = {k: v for k in ('levels', 'arch', 'n_train', 'n_test', 'epochs', 'fuse', 'precision', 'compile')
-             if (v := get(k)) is not None}  # None is each field's default: the Grid's own
+    keys = ('levels', 'arch', 'n_train', 'n_test', 'epochs', 'fuse', 'precision', 'compile', 'memory_format')
+    given = {k: v for k in keys if (v := get(k)) is not None}  # None is each field's default: the Grid's own
     return imp.Grid(widths, starts, **given)
 
 @patch

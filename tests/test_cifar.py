@@ -321,3 +321,15 @@ def test_compiled_training_is_eager_arithmetic_with_masks_holding(tmp_path):
     store = RunStore(tmp_path / "store")
     errs = [[store.level_metrics(r, k)["test_error"] for k in (0, 1)] for r in runs]
     assert all(0 <= e <= 1 for es in errs for e in es)
+
+
+def test_a_rewind_point_past_the_end_of_training_is_refused_before_training(tmp_path):
+    # CIFAR-10's default rewind point (epoch 1 of 16 here) assumes its 50,000 images: 391 steps
+    x = np.zeros((64, 3, 32, 32), np.uint8)
+    write_cifar(tmp_path / "data", x, np.arange(64) % 10, x[:16], np.arange(16) % 10)
+    cfg = imp_config("cifar10", 2, train=dict(epochs=16))
+    assert cfg.prune.rewind_step == 391
+    with pytest.raises(ConfigError, match=r"rewind_step 391 of cifar10_resnet20_w2_r0 is not before the end .*16 steps on 64"):
+        run_imp([cfg], 1, tmp_path / "store", data_root=tmp_path / "data", progress=False)
+    st = RunStore(tmp_path / "store")
+    assert all(st.levels(st.root / name) == [] for name, _ in st.runs())

@@ -159,3 +159,7 @@ def test_params_estimate_says_what_a_run_would_train_and_trains_nothing(isolated
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("estimate:")]
     assert len(line) == 1 and "trajectories" in line[0] and "on 2 workers" in line[0], line
     assert not (store.exists() and any(store.iterdir())) and not out.exists()
+    # costed for a GPU this machine may lack: another device type, other hours
+    assert main(["params", "fig2", "--out", str(out), "--store", str(store), "--estimate", "--on", "cuda"]) == 0
+    gpu = [l for l in capsys.readouterr().out.splitlines() if l.startswith("estimate:")]
+    assert len(gpu) == 1 and "on a cuda in one process" in gpu[0] and gpu[0] != line[0], gpu

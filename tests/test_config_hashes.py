@@ -41,6 +41,8 @@ RECIPES = [
     dict(dataset='cifar10', width=2, train=dict(precision='bf16')),
     dict(dataset='cifar10', width=2, train=dict(compile='reduce-overhead')),
     dict(dataset='cifar10', width=2, train=dict(precision='fp32', compile='off'), fuse=1),
+    dict(dataset='cifar10', width=2, train=dict(memory_format='channels_last')),
+    dict(dataset='cifar10', width=2, train=dict(memory_format='contiguous')),
 ]
 
 

@@ -107,6 +107,22 @@ def test_a_killed_worker_loses_nothing_and_its_unit_is_finished(tmp_path):
     assert_same_results(stored_results(ref), stored_results(store))
 
 
+def test_killing_the_parent_ends_its_workers(tmp_path):
+    script = ("import time\nfrom lottery_nb.executors import run_pool\n"
+              "if __name__ == '__main__': run_pool(2, time.sleep, [(600,), (600,)])\n")
+    (tmp_path / 'parent.py').write_text(script)
+    p = subprocess.Popen([sys.executable, str(tmp_path / 'parent.py')])
+    t0 = time.time()
+    while len(ws := _workers(p.pid)) < 2 and time.time() - t0 < 120: time.sleep(0.1)
+    assert len(ws) == 2, 'the workers did not start'
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    t0 = time.time()
+    while any(Path(f'/proc/{w}').exists() for w in ws) and time.time() - t0 < 30: time.sleep(0.1)
+    alive = [w for w in ws if Path(f'/proc/{w}').exists()]
+    for w in alive: os.kill(w, signal.SIGKILL)
+    assert alive == [], f'workers {alive} outlived their killed parent'
+
 def test_a_failing_unit_is_named_and_the_others_finish(tmp_path):
     with pytest.raises(WorkersFailed, match='task 1: ZeroDivisionError'):
         run_pool(2, divmod, [(1, 2), (1, 0), (5, 3)])

@@ -1,12 +1,12 @@
-"""The pruning stop: a level is taken only while more than k + 1 prunable weights are left."""
+"""The pruning stop: a level is taken only while more than k + 1 prunable weights are left; what pruning leaves to compute."""
 import math
 
 import pytest
 import torch
 
 from lottery_nb.imp import imp_config, run_imp
-from lottery_nb.models import make_model, output_layer
-from lottery_nb.pruning import count_remaining, ones_masks, prune_masks
+from lottery_nb.models import make_model, output_layer, prunable
+from lottery_nb.pruning import alive_macs, count_remaining, ones_masks, prune_masks
 from lottery_nb.store import RunStore
 
 
@@ -55,3 +55,27 @@ def test_imp_never_records_a_level_without_prunable_weights(tmp_path, prune_outp
     last = store.state(run, levels[-1])["masks"]
     assert sum(int(v.sum()) for k, v in last.items() if k not in ignored) >= 1
     assert store.level_metrics(run, levels[-1])["counted"] == count_remaining({k: v.float() for k, v in last.items()})
+
+
+def test_alive_macs_of_linear_layers_count_fed_units_and_read_inputs():
+    net = make_model("fcn2", 6, 10, 2, seed=0)  # 10 -> 6 -> 2
+    mk = ones_masks(prunable(net))
+    first, out = list(mk)
+    mk[first][:, 5:] = 0  # inputs 5..9 read by nobody
+    mk[first][4:] = 0     # hidden units 4, 5 fed by nothing
+    got = alive_macs(net, mk, torch.zeros(1, 10))
+    assert got[first] == dict(dense=60, compact=4 * 5, sparse=int(mk[first].sum()))
+    assert got[out] == dict(dense=12, compact=12, sparse=12)
+
+
+def test_alive_macs_of_a_dead_convolution_is_zero_and_positions_follow_strides():
+    net = make_model("resnet20", 2, 3072, 10, seed=0)
+    mk = ones_masks(prunable(net))
+    mk["blocks.0.conv1.weight"].zero_()
+    got = alive_macs(net, mk, torch.zeros(1, 3072))
+    assert got["blocks.0.conv1.weight"]["compact"] == got["blocks.0.conv1.weight"]["sparse"] == 0
+    # 32x32 positions in the first stage, 16x16 after the first stride, 8x8 after the second
+    assert got["stem.weight"]["dense"] == 2 * 3 * 9 * 32 * 32
+    assert got["blocks.3.conv1.weight"]["dense"] == 4 * 2 * 9 * 16 * 16
+    assert got["blocks.6.short.0.weight"]["dense"] == 8 * 4 * 1 * 8 * 8
+    assert net.training  # the count leaves the model's mode as it was

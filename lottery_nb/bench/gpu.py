@@ -8,12 +8,14 @@ __all__ = ['ROWS', 'gpu_check']
 # %% ../../nbs/33c_bench_gpu.ipynb #b3920560
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .conv import compaction, standin_imp
 from .core import _sync
 from ..core import get_device, make_generator
 from ..data import CIFAR_BLACK, CropFlip
@@ -79,18 +81,20 @@ def _cifar_data(n, device):
     return torch.randn(n, 3, 32, 32, generator=g).to(device), torch.randint(10, (n,), generator=g).to(device)
 
 def _trainers(device):
-    "The ways to train ResNet-20s: name -> (precision, replicates, how) with how(models, x, y, cfg, seeds, steps)."
+    "The ways to train ResNet-20s: name -> (kernel options, replicates, how), how(models, x, y, cfg, seeds, steps)."
     aug = [CropFlip(fill=CIFAR_BLACK)]
     ids = lambda ms: [0] * len(ms)
     eager = lambda ms, x, y, c, s, k: train_models(ms, [None] * len(ms), x, y, c, s, stop_step=k, augments=aug,
                                                    data_ids=ids(ms), capture=False)
-    out = dict(eager_fp32=('fp32', 1, eager), captured=('fp32', 1, lambda ms, x, y, c, s, k: train_models(
+    fp32, bf16, nhwc = {}, dict(precision='bf16'), dict(memory_format='channels_last')
+    out = dict(eager_fp32=(fp32, 1, eager), captured=(fp32, 1, lambda ms, x, y, c, s, k: train_models(
                    ms, [None], x, y, c, s, stop_step=k, augments=aug, data_ids=[0], capture=True)),
-               concurrent=('fp32', 3, lambda ms, x, y, c, s, k: train_concurrent(
+               concurrent=(fp32, 3, lambda ms, x, y, c, s, k: train_concurrent(
                    ms, [None] * 3, [x], [y], c, s, stop_step=k, data_ids=ids(ms), augments=aug)),
-               fused=('fp32', 3, lambda ms, x, y, c, s, k: train_models(ms, [None] * 3, x, y, c, s, stop_step=k,
+               fused=(fp32, 3, lambda ms, x, y, c, s, k: train_models(ms, [None] * 3, x, y, c, s, stop_step=k,
                                                                         augments=aug, data_ids=ids(ms), engine='fused')))
-    if device.type == 'cuda': out['eager_bf16'] = ('bf16', 1, eager)
+    out['eager_nhwc'] = (nhwc, 1, eager)
+    if device.type == 'cuda': out.update(eager_bf16=(bf16, 1, eager), eager_bf16_nhwc=(bf16 | nhwc, 1, eager))
     return out
 
 # %% ../../nbs/33c_bench_gpu.ipynb #e3bb25a0
@@ -102,8 +106,8 @@ def _resnet(device, quick, out):
     res = {}
     for w in widths:
         res[w] = {}
-        for name, (precision, reps, how) in _trainers(device).items():
-            cfg = _schedule(w, quick, precision=precision)
+        for name, (kernels, reps, how) in _trainers(device).items():
+            cfg = _schedule(w, quick, **kernels)
             ms = [make_model('resnet20', w, 3072, 10, seed=r).to(device) for r in range(reps)]
             with deterministic(): step = _per_step(lambda k: how(ms, x, y, cfg, list(range(reps)), k), a, b, device)
             res[w][name] = step / reps * _schedule(w, False).steps_per_epoch(50_000)
@@ -141,27 +145,43 @@ def _sweep_epochs():
     return {w: 10 + 150 * (lv + 1) for w, lv in PAPER_LEVELS['cifar10'].items()}
 
 def _cifar(device, quick, out, resnet=None):
-    "(cifar) The Fig. 1 CIFAR-10 sweep projected from the fastest per-model epoch the `paper` preset allows, and in bf16."
+    "(cifar) The Fig. 1 CIFAR-10 sweep projected from the fastest per-model epoch the `paper` preset allows, and with the kernel options."
     ep = {int(w): r for w, r in (resnet or {}).get('epoch_s', {}).items()}
     if not ep: raise RuntimeError("needs the resnet row")
     allowed = ('eager_fp32', 'captured', 'concurrent', 'fused')  # float32, results a function of the configuration
     best = {w: min((r[k], k) for k in allowed if k in r) for w, r in ep.items()}
     hours = sum(3 * _sweep_epochs()[w] * best[w][0] for w in best) / 3600
     res = dict(hours_paper=hours, best={str(w): k for w, (_, k) in best.items()})
-    if all('eager_bf16' in r for r in ep.values()):
-        res['hours_bf16'] = sum(3 * _sweep_epochs()[w] * min(r['eager_bf16'], best[w][0]) for w, r in ep.items()) / 3600
+    options = ('eager_nhwc', 'eager_bf16', 'eager_bf16_nhwc')  # configurations of their own (bf16, channels-last)
+    if all(k in r for r in ep.values() for k in options):
+        res['hours_options'] = sum(3 * _sweep_epochs()[w] * min(best[w][0], *(r[k] for k in options))
+                                   for w, r in ep.items()) / 3600
     out(f"(cifar) Fig. 1 CIFAR-10 sweep, fastest float32 trainer per width: {hours:.1f} h" +
-        (f"; with bf16 where faster: {res['hours_bf16']:.1f} h" if 'hours_bf16' in res else '') +
+        (f"; with bf16 or channels-last where faster: {res['hours_options']:.1f} h" if 'hours_options' in res else '') +
         (' (quick: only the widths measured)' if quick else ''))
     return res
 
+def _alive_share(device, quick):
+    "Compact over dense MACs per level of one stand-in IMP trajectory of a ResNet-20 of width 16 (`bench.conv`)."
+    w, levels = (2, 3) if quick else (16, max(PAPER_LEVELS['cifar10'].values()))
+    with tempfile.TemporaryDirectory() as tmp:
+        standin_imp(Path(tmp) / 'store', [w], levels, 1 if quick else 2, 128 if quick else 1000, 64, device=device)
+        return {r['level']: r['compact'] / r['dense'] for r in compaction(Path(tmp) / 'store')}
+
 def _flops(device, quick, out):
-    "(flops) Dense training FLOPs of the Fig. 1 CIFAR-10 sweep, and the rate that fits it into 24 hours."
-    per = {w: 6 * arch_counts('resnet20', w, 3072, 10)['macs'] * 50_000 * 3 * e for w, e in _sweep_epochs().items()}
-    total = sum(per.values())
-    out(f"(flops) dense: {total:.2e} FLOP ({sum(v for w, v in per.items() if w >= 80) / total:.0%} at widths >= 80); "
-        f"24 h needs {total / 86_400 / 1e12:.0f} TFLOP/s sustained; compacted training: not built")
-    return dict(dense=total, by_width={str(w): v for w, v in per.items()}, tflops_for_24h=total / 86_400 / 1e12)
+    "(flops) Training FLOPs of the Fig. 1 CIFAR-10 sweep, dense and compacted, and the rates that fit them into 24 h."
+    per = {w: 6 * arch_counts('resnet20', w, 3072, 10)['macs'] * 50_000 * 3 for w in _sweep_epochs()}  # per epoch
+    dense = {w: per[w] * e for w, e in _sweep_epochs().items()}
+    share = _alive_share(device, quick)
+    at = lambda l: share.get(l, share[max(share)])  # levels past the trajectory keep its last share
+    compact = {w: per[w] * (10 + 150 * sum(at(l) for l in range(lv + 1))) for w, lv in PAPER_LEVELS['cifar10'].items()}
+    total, small = sum(dense.values()), sum(compact.values())
+    out(f"(flops) dense: {total:.2e} FLOP ({sum(v for w, v in dense.items() if w >= 80) / total:.0%} at widths >= 80); "
+        f"24 h needs {total / 86_400 / 1e12:.0f} TFLOP/s sustained; compacted: {small:.2e} FLOP ({small / total:.0%}), "
+        f"{small / 86_400 / 1e12:.0f} TFLOP/s, a floor: wider networks keep whole filters to deeper levels than width 16" +
+        (' (quick: a 3-level trajectory)' if quick else ''))
+    return dict(dense=total, compact=small, by_width={str(w): v for w, v in dense.items()},
+                share={str(l): s for l, s in share.items()}, tflops_for_24h=total / 86_400 / 1e12)
 
 # %% ../../nbs/33c_bench_gpu.ipynb #b3e3649c
 ROWS = ('card', 'mnist', 'resnet', 'bitwise', 'cifar', 'flops')

@@ -7,7 +7,9 @@ __all__ = ['QueueReporter', 'WorkersFailed', 'Pool', 'run_pool']
 
 # %% ../../nbs/12b_executors_pool.ipynb #02502f68
 import multiprocessing
+import os
 import queue
+import threading
 import traceback
 
 import torch
@@ -25,8 +27,14 @@ class QueueReporter(Reporter):
         if (n := self.threads.value) != torch.get_num_threads(): torch.set_num_threads(n)
         self.outbox.put(('event', self.worker, self.task, (event, fields)))
 
+def _orphaned():
+    "Wait for this process's parent to end, then end this process too (a killed run leaves no workers behind)."
+    multiprocessing.parent_process().join()
+    os._exit(3)
+
 def _serve(worker, fn, inbox, outbox, threads, report):
     "A worker's loop: run each task its inbox hands it and answer with the result or the error, until `None`."
+    threading.Thread(target=_orphaned, daemon=True).start()
     torch.set_num_threads(threads.value)
     outbox.put(('ready', worker, None, None))
     while (item := inbox.get()) is not None:

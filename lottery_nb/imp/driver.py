@@ -85,7 +85,13 @@ class Trajectories:
 def load_data(tr, data_root, device, rep):
     "The datasets the pending trajectories train on, each loaded once onto `device`, by `data_key`."
     rep.stage('data', f"{len({data_key(tr.configs[i]) for i in tr.need})} dataset(s)")
-    return load_datasets(tr.configs, tr.need, data_root, device)
+    datasets = load_datasets(tr.configs, tr.need, data_root, device)
+    for i in tr.need:  # CIFAR-10's default rewind point assumes its 50,000 images
+        c, n = tr.configs[i], len(datasets[data_key(tr.configs[i])].x_train)
+        if c.prune.rewind_step >= c.train.total_steps(n):
+            raise ConfigError(f"rewind_step {c.prune.rewind_step} of {c.label} is not before the end of its training "
+                              f"({c.train.total_steps(n)} steps on {n} examples); give n_train, or a rewind_step")
+    return datasets
 
 # %% ../../nbs/15_imp_driver.ipynb #7a616b7a
 def fused_groups(idx, cfgs, levels=None):

@@ -66,8 +66,8 @@ def plan_trajectory(cfg, ds, target, min_params=None, last=None):
 LIVE = (0.7, 0.75)
 COSTS = dict(cpu=dict(step=0.0, stream=4.0e-5, weight=3.4e-9, model=7.5e-3, eval=1.5e-11,
                       conv_step=8.1e-3, conv_mac=3.1e-12, conv_act=4.7e-9, conv_eval_mac=1.9e-12, conv_eval_act=2.0e-9),
-             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0,  # conv_*: guesses
-                       conv_step=1e-3, conv_mac=1.5e-13, conv_act=2e-11, conv_eval_mac=5e-14, conv_eval_act=7e-12))
+             cuda=dict(step=3.8e-4, stream=2.2e-6, weight=3.5e-11, model=4.3e-3, eval=0.0,
+                       conv_step=8.9e-3, conv_mac=0.0, conv_act=4.3e-11, conv_eval_mac=0.0, conv_eval_act=1.4e-11))
 
 def live_widths(sizes, density, protected=False):
     "Predicted live width of each hidden layer of a model with layer `sizes` pruned to `density`."

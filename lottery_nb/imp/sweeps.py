@@ -110,10 +110,11 @@ def mixture_sweeps(nus, widths, starts, replicates=1, levels=40, min_params=None
             for t, ns in nus.items() for nu in ns}
 
 # %% ../../nbs/16_imp_sweeps.ipynb #894aa4a1
-def conv_config(cfg, fuse=1, precision='fp32', compile='off'):
+def conv_config(cfg, fuse=1, precision='fp32', compile='off', memory_format='contiguous'):
     """Sweep config keywords `cfg` with the speed options of conv models: `fuse` replicates trained as one, and
-    `TrainConfig`'s `precision` and `compile`; at their defaults the stored configurations do not change."""
-    return {**cfg, 'fuse': fuse, 'train': {**cfg.get('train', {}), 'precision': precision, 'compile': compile}}
+    `TrainConfig`'s `precision`, `compile` and `memory_format`; at their defaults stored configurations do not change."""
+    kernels = dict(precision=precision, compile=compile, memory_format=memory_format)
+    return {**cfg, 'fuse': fuse, 'train': {**cfg.get('train', {}), **kernels}}
 
 @dataclass(frozen=True)
 class Grid:
@@ -128,12 +129,13 @@ class Grid:
     fuse: int = 1                     # CIFAR-10's speed options (see `conv_config`)
     precision: str = KERNEL_DEFAULTS['precision']
     compile: str = KERNEL_DEFAULTS['compile']
+    memory_format: str = KERNEL_DEFAULTS['memory_format']
 
     def sweep(self, dataset, replicates=1, noise=0.2):
         "The `Sweep` of this grid on `dataset`."
         cfg = dict(arch=self.arch or DEFAULTS[dataset]['arch'], data=dict(n_train=self.n_train, n_test=self.n_test, noise=noise),
                    train={} if self.epochs is None else dict(epochs=self.epochs))
-        if dataset == 'cifar10': cfg = conv_config(cfg, self.fuse, self.precision, self.compile)
+        if dataset == 'cifar10': cfg = conv_config(cfg, self.fuse, self.precision, self.compile, self.memory_format)
         levels = PAPER_LEVELS['cifar10' if dataset == 'cifar10' else 'mnist'] if self.levels is None else self.levels
         return Sweep(dataset, list(self.widths), list(self.starts), replicates, levels, None, cfg)
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..core import derive_seed
 from ..models import prunable
 from ..pruning import apply_masks_
-from .core import autocast, batch_indices, train_model
+from .core import autocast, batch_indices, laid_out, train_model
 
 # %% ../../nbs/04c_training_graphs.ipynb #0f117def
 def capturable(model, cfg, augment=None):
@@ -34,6 +34,8 @@ class Captured:
         self.masks = [(ws[k], masks[k].to(self.dev)) for k in ws] if masks is not None else []
         if masks is not None: apply_masks_(model, masks)
         model.train()
+        self.layout = laid_out(model, cfg)  # channels-last while training, if asked; undone by `finish`
+        self.fmt = self.layout.__enter__()
         self.opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.stream = stream or torch.cuda.Stream(self.dev)
         self.stream.wait_stream(torch.cuda.current_stream(self.dev))  # weights, masks and data are made there
@@ -43,6 +45,7 @@ class Captured:
         "One SGD step on batch `idx` (device indices) augmented by `draws`: `train_model`'s kernels, in its order."
         with autocast(self.cfg, self.dev, cache=False):
             xb = self.x[idx] if self.aug is None else self.aug.apply(self.x[idx], *draws)
+            xb = xb.contiguous(memory_format=self.fmt) if xb.dim() == 4 else xb
             loss = F.cross_entropy(self.model(xb), self.y[idx])
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
@@ -77,9 +80,10 @@ def _one(self: Captured, step, idx):
     self.steps += 1
 
 def _finish(self: Captured):
-    "Make later work on the current stream wait for this model's steps; free the graphs."
+    "Make later work on the current stream wait for this model's steps; free the graphs; the model contiguous again."
     torch.cuda.current_stream(self.dev).wait_stream(self.stream)
     self.graphs.clear()
+    self.layout.__exit__(None, None, None)
 
 Captured._fill, Captured._record, Captured.step, Captured.finish = _fill, _record, _one, _finish
 
