@@ -145,12 +145,29 @@ def _claims(a):
 def _verify(a):
     "Print every problem of the store; 1 if some remain unrepaired."
     from lottery_nb.store import RunStore, problems, repair
+    from lottery_nb.store.core import _index_entries, read_json
     store = RunStore(a.store)
     runs = sorted(d for d in store.root.iterdir() if d.is_dir() and d.name != 'rounds') if store.root.is_dir() else []
     found = {d.name: (repair if a.repair else problems)(store, d) for d in runs}
     for name, ps in found.items():
         for _, msg in ps: print(f"{'repaired: ' if a.repair else ''}{msg}")
-    n = sum(map(len, found.values()))
+    index = store.root / 'index.tsv'
+    if runs and (not index.exists() or _index_entries(index)[1]):
+        if a.repair: store.rebuild_index()
+        print(f"{'repaired: ' if a.repair else ''}{index} is missing or damaged; its runs' own config.json rebuild it")
+        found['index.tsv'] = [(None, 'index')]
+    for record in store.unfinished_rounds():
+        try: read_json(record)
+        except ValueError:
+            gone = store.drop_round(record) if a.repair else []
+            print(f"{'repaired: ' if a.repair else ''}{record} is an unreadable round record" +
+                  (f"; {len(gone)} level(s) written since it began removed, to be recomputed" if a.repair else ''))
+            found[record.name] = [(None, 'round')]
+    left = store.leftovers() if store.root.is_dir() else []
+    for p in left:
+        if a.repair: p.unlink(missing_ok=True)
+        print(f"{'repaired: ' if a.repair else ''}{p} is a temporary file a killed writer left")
+    n = sum(map(len, found.values())) + len(left)
     print(f"{len(runs)} run(s) checked, {n} problem(s){' repaired' if a.repair and n else ''}")
     return 1 if n and not a.repair else 0
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .core import ConfigError, outputs_root
 from .imp.config import DEFAULTS, imp_config
-from .store import RunStore, read_json
+from .store import DamagedRecord, RunStore, read_json
 
 # %% ../nbs/20_results.ipynb #bd8fbfbe
 def _listed(d):
@@ -167,6 +167,11 @@ _RECORD_KEYS = ('files', 'checksum')  # the store's own checks, not results
 def trajectories(store=None, configs=None, **where):
     "One row per stored level of every run in `store` among `configs` (default: all) whose fields match `where`."
     store = _store(store)
+    orphans = sorted(d.name for d in (store.root.iterdir() if store.root.is_dir() else [])
+                     if d.is_dir() and not (d / 'config.json').exists() and any(d.glob('level_*')))
+    if orphans:  # their levels would silently drop out of every mean
+        raise DamagedRecord(f"run folder(s) {orphans} in {store.root} hold levels but no config.json; "
+                            "lottery-nb verify --repair restores it from index.tsv")
     if configs is None: runs = store.runs()
     else: runs = [(d.name, c.to_dict()) for c in configs if (d := store.find(c)) is not None]
     known = set().union(*(_fields(imp_config(k, 1).to_dict()) for k in DEFAULTS), *(_fields(c) for _, c in runs))

@@ -1,5 +1,6 @@
 """The bad-input catalogue: every case is refused before any compute, with a message naming the parameter,
 the value and what is allowed; the CLI exits 2 without a traceback and creates nothing."""
+import importlib
 import os
 
 import pytest
@@ -52,6 +53,8 @@ CLI = [  # (arguments after `run`, message)
     (["fig3b", "--set", "compile=fast"], "'compile' must be one of ['off', 'default', 'reduce-overhead'], got 'fast'"),
     (["fig4b", "--set", "fuse=0"], "'fuse' must lie in [1, inf), got 0"),
     (["fig1", "--set", "cifar_precision=fp16"], "'cifar_precision' must be one of ['fp32', 'bf16'], got 'fp16'"),
+    (["fig1", "--set", "cifar_memory_format=nhwc"], "'cifar_memory_format' must be one of ['contiguous', 'channels_last']"),
+    (["fig2", "--grid", "noise=0.2,0.2"], "--grid 'noise' repeats a value: [0.2, 0.2]"),
 ]
 
 
@@ -62,6 +65,25 @@ def test_cli_refuses_before_running(isolated, capsys, args, message):
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists() and not (isolated / "s").exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--store"])
+def test_cli_refuses_an_empty_folder_name(isolated, capsys, option):
+    args = ["run", "fig2", "--out", str(isolated / "o"), "--store", str(isolated / "s")]
+    args[args.index(option) + 1] = ""
+    assert main(args) == 2
+    assert f"{option} '' names no folder" in capsys.readouterr().err
+    assert not (isolated / "o").exists() and not (isolated / "s").exists()
+
+
+def test_a_preset_naming_no_figure_is_refused(tmp_path, monkeypatch, capsys):
+    plan = importlib.import_module("lottery_nb.runner.plan")  # the module, not the function the package exports
+    f = tmp_path / "typo.yaml"
+    f.write_text("figures:\n  fig2_double_descent: {params: {epochs: 2}}\n  fig2_double_decent: {params: {epochs: 2}}\n")
+    monkeypatch.setattr(plan, "presets", lambda: {"typo": f})
+    assert main(["run", "fig2", "--preset", "typo", "--out", str(tmp_path / "o")]) == 2
+    assert "preset 'typo' names no figure ['fig2_double_decent']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -128,6 +150,9 @@ LIBRARY = [
     (lambda: Sweep("cifar10", [], [2], 3, 1, None, conv_config({}, fuse=2)), "fuse 2 must divide replicates 3"),
     (lambda: imp_config("cifar10", 2, train=dict(compile="max")), "unknown compile 'max'"),
     (lambda: imp_config("mnist", 4, train=dict(compile="default")), "compile 'default': FCNs train in the bank"),
+    (lambda: imp_config("mnist", 4, data=dict(n_train=10**9)), "n_train 1000000000 is more than the 60,000 train images"),
+    (lambda: imp_config("cifar10", 4, data=dict(n_test=9000, removed=[8, 9])), "n_test 9000 is more than the 8,000 test"),
+    (lambda: run_imp([imp_config("linear", 4, data=dict(n_train=10**9))], 1), "the largest dataset that of linear_nu0.2"),
     (lambda: mean_rows([dict(width=4, level=0, replicate=0), dict(width=4, level=1, replicate=0),
                         dict(width=4, level=0, replicate=1)]), "hold different numbers of levels ({0: 2, 1: 1})"),
 ]
@@ -144,3 +169,45 @@ def test_library_refuses_with_a_named_error(tmp_path, monkeypatch, call, message
 
 def test_the_catalogue_has_at_least_forty_cases():
     assert len(CLI) + len(LIBRARY) + 8 >= 40
+
+
+def _idx(tmp_path, n_train=20, n_labels=20):
+    import numpy as np
+    from lottery_nb.data import write_idx
+    g = np.random.default_rng(0)
+    x, y = g.integers(0, 256, (n_train, 28, 28)), g.integers(0, 10, n_labels)
+    return write_idx(tmp_path, "mnist", x, y, x[:10], y[:10])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: (raw / "train-images-idx3-ubyte").write_bytes((raw / "train-images-idx3-ubyte").read_bytes()[:-1]),
+     "train-images-idx3-ubyte is truncated or damaged: its header promises 15,680 values"),
+    (lambda raw: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"<html>not found</html>"),
+     "t10k-labels-idx1-ubyte is not an IDX file of bytes"),
+    (None, "train-labels-idx1-ubyte has 15 labels for the 20 images of train-images-idx3-ubyte"),
+])
+def test_damaged_mnist_files_are_named_before_training(tmp_path, damage, message):
+    from lottery_nb.data import mnist_dataset
+    raw = _idx(tmp_path, n_labels=20 if damage else 15)
+    if damage: damage(raw)
+    with pytest.raises(ConfigError) as e:
+        mnist_dataset(tmp_path)
+    assert message in str(e.value) and str(raw) in str(e.value)
+
+
+def test_the_memory_check_counts_the_process_limit(monkeypatch):
+    plan = importlib.import_module("lottery_nb.imp.plan")
+    used = int(open("/proc/self/statm").read().split()[0]) * plan.resource.getpagesize()
+    monkeypatch.setattr(plan.resource, "getrlimit", lambda _: (used + 2**27, plan.resource.RLIM_INFINITY))  # 128 MiB left
+    assert plan.free_memory(torch.device("cpu")) <= 2**27
+    check_memory([imp_config("linear", 100)], torch.device("cpu"))  # a few MiB fit
+    with pytest.raises(ConfigError, match="free to this process on cpu"):
+        check_memory([imp_config("linear", 10**5)], torch.device("cpu"))  # about 0.23 GiB do not
+
+
+def test_damaged_data_is_refused_before_any_run_folder_exists(tmp_path):
+    raw = _idx(tmp_path / "data", n_labels=15)
+    with pytest.raises(ConfigError, match="has 15 labels for the 20 images"):
+        run_imp([imp_config("mnist", 4, data=dict(n_train=10, n_test=5), train=dict(epochs=1))], 1, tmp_path / "store",
+                data_root=tmp_path / "data", progress=False)
+    assert not (tmp_path / "store").exists() and raw.exists()

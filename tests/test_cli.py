@@ -163,3 +163,17 @@ def test_params_estimate_says_what_a_run_would_train_and_trains_nothing(isolated
     assert main(["params", "fig2", "--out", str(out), "--store", str(store), "--estimate", "--on", "cuda"]) == 0
     gpu = [l for l in capsys.readouterr().out.splitlines() if l.startswith("estimate:")]
     assert len(gpu) == 1 and "on a cuda in one process" in gpu[0] and gpu[0] != line[0], gpu
+
+
+def test_a_timed_out_cell_is_reported_in_one_line_with_its_index(tmp_path):
+    import nbformat
+    from lottery_nb.runner import Run, execute
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    res = execute(Run("slow", path, "t", tmp_path / "out" / "t", {}), timeout=3, show=False)
+    assert not res["ok"] and "\n" not in res["error"], res
+    # papermill puts its injected-parameters cell first, so the sleeping cell is cell 2 of the executed notebook
+    assert res["error"].startswith("cell 2: CellTimeoutError: A cell timed out"), res["error"]

@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['DEFAULTS', 'PROTECTED_OUTPUT', 'ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_FRACTION', 'DATA', 'step_decay', 'train_defaults',
-           'train_size', 'default_rewind', 'Data', 'MixtureData', 'CifarData', 'Pruning', 'IMPConfig', 'imp_config',
-           'config_label', 'grid_configs', 'fuse_members', 'fuse_key', 'with_members', 'init_seed', 'order_seed',
-           'data_key', 'schedule_key', 'group_by', 'data_shape', 'build_dataset', 'build_model']
+           'full_sizes', 'train_size', 'data_sizes', 'default_rewind', 'Data', 'MixtureData', 'CifarData', 'Pruning',
+           'IMPConfig', 'imp_config', 'config_label', 'grid_configs', 'fuse_members', 'fuse_key', 'with_members',
+           'init_seed', 'order_seed', 'data_key', 'schedule_key', 'group_by', 'data_shape', 'build_dataset',
+           'build_model']
 
 # %% ../../nbs/13_imp_config.ipynb #d6a95322
 from dataclasses import asdict, dataclass, fields, replace
@@ -55,11 +56,19 @@ def train_defaults(dataset, arch, epochs=None):
 # %% ../../nbs/13_imp_config.ipynb #4e8ca761
 REWIND_FRACTION = {'cifar10': 1 / 16}  # epoch 10 of 160
 
+def full_sizes(dataset, data):
+    "Training and test examples of a whole real dataset (CIFAR-10 without its removed classes); None for drawn ones."
+    if dataset == 'cifar10': return 5000 * (10 - len(data.removed)), 1000 * (10 - len(data.removed))
+    return {'mnist': (60_000, 10_000), 'fashion': (60_000, 10_000)}.get(dataset, (None, None))
+
 def train_size(dataset, data):
     "Training examples a configuration's `data` holds, where known without loading it (else None)."
-    if data.n_train is not None: return data.n_train
-    if dataset == 'cifar10': return 5000 * (10 - len(data.removed))
-    return {'mnist': 60_000, 'fashion': 60_000}.get(dataset)
+    return data.n_train if data.n_train is not None else full_sizes(dataset, data)[0]
+
+def data_sizes(dataset, data):
+    "Training and test examples a configuration's `data` holds, where known without loading it (else None)."
+    full = full_sizes(dataset, data)
+    return tuple(n if n is not None else f for n, f in zip((data.n_train, data.n_test), full))
 
 def default_rewind(dataset, data, train: TrainConfig):
     "The protocol's rewind step: CIFAR-10 at epoch `epochs // 16` (10 of 160); other datasets at 0 (initialisation)."
@@ -162,6 +171,9 @@ class IMPConfig:
              seed=check_int('seed', self.seed, 0), fuse=check_int('fuse', self.fuse))
         if type(self.data) is not DATA[self.dataset]:
             raise ConfigError(f"{self.dataset} data must be a {DATA[self.dataset].__name__}, got {type(self.data).__name__}")
+        for k, full in zip(('n_train', 'n_test'), full_sizes(self.dataset, self.data)):
+            if full is not None and (n := getattr(self.data, k)) is not None and n > full:
+                raise ConfigError(f"{k} {n} is more than the {full:,} {k[2:]} images {self.dataset} has")
         fcn = self.arch in FCN_ARCHS
         if fcn and self.fuse > 1: raise ConfigError(f"fuse {self.fuse}: FCNs train in the bank; only convolutional models fuse")
         if fcn: self.train.refuse_kernels("FCNs train in the bank, in float32, uncompiled; only conv models take it")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..calibration import ece, posterior_gap
 from ..core import ConfigError, check_choice, check_int, get_device, provenance, utc_now
-from ..data import noisy_posterior, posterior
+from ..data import file_problem, noisy_posterior, posterior
 from ..executors import Executor, current_executor
 from .config import (build_model, data_key, fuse_key, group_by, order_seed, schedule_key,
                                    with_members)
@@ -24,7 +24,7 @@ from .plan import check_memory, plan_rounds
 from ..models import count_params, output_layer, prunable
 from ..progress import ENV as PROGRESS, Reporter, reporter
 from ..pruning import count_remaining, ones_masks, prune_masks
-from ..store import RunStore
+from ..store import DamagedRecord, RunStore, problems
 from ..training import ENGINES, deterministic, predict, train_models
 
 # %% ../../nbs/15_imp_driver.ipynb #444f1232
@@ -225,6 +225,14 @@ def advance(tr, datasets, device, engine, keep_weights, rep):
                          trajectories_done=sum(not tr.pending(i) for i in tr.need))
     finally: rep.emit('done')
 
+# %% ../../nbs/15_imp_driver.ipynb #5e285647
+def _finished(store, configs, targets, min_params):
+    "The run folders of `configs` when every trajectory is stored to its target and sound, else None."
+    try: runs = [store.find(c) for c in configs]
+    except DamagedRecord: return None  # repaired under the lock
+    if any(r is None or pending(store, r, t, min_params) or problems(store, r) for r, t in zip(runs, targets)): return None
+    return None if store.unfinished_rounds() else runs
+
 # %% ../../nbs/15_imp_driver.ipynb #26faa5f7
 def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weights=300_000, min_params=None,
             data_root=None, progress=True, executor=None):
@@ -232,6 +240,9 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     asked = len(configs := list(configs))
     configs, targets = requests(configs, levels, engine, min_params)
     store = store if isinstance(store, RunStore) else RunStore(store)
+    if (done := _finished(store, configs, targets, min_params)) is not None: return done[:asked]  # no lock, no write
+    for problem in dict.fromkeys(file_problem(c.dataset, data_root) for c in configs):  # before any folder is made
+        if problem: raise ConfigError(problem)
     ex = current_executor() if executor is None else executor
     if ex.kind != 'local' or ex.workers > 1:
         kw = dict(engine=engine, device=device, keep_weights=keep_weights, min_params=min_params, data_root=data_root)

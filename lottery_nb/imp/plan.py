@@ -7,10 +7,12 @@ __all__ = ['LIVE', 'COSTS', 'free_memory', 'check_memory', 'model_sizes', 'next_
            'stream_weights', 'round_work', 'work_item', 'plan_rounds']
 
 # %% ../../nbs/14_imp_plan.ipynb #03568266
+import resource
+
 import torch
 
 from ..core import ConfigError
-from .config import data_key, data_shape, group_by, order_seed, schedule_key
+from .config import data_key, data_shape, data_sizes, group_by, order_seed, schedule_key
 from ..models import FCN_ARCHS, arch_counts, arch_sizes
 from ..pruning import n_to_prune
 
@@ -19,22 +21,41 @@ def _weights(cfg):
     "Weights and biases of a configuration's model."
     return arch_counts(cfg.arch, cfg.width, *data_shape(cfg))['params']
 
+def _data_bytes(cfg):
+    "Bytes of a configuration's dataset in memory: its training and test inputs as float32, labels as int64."
+    n = sum(v for v in data_sizes(cfg.dataset, cfg.data) if v is not None)
+    return n * (data_shape(cfg)[0] * 4 + 16)  # clean and noisy labels
+
+def _limits():
+    "Bytes this process may still take on a CPU, by each limit that is set: available, control group, ulimit -v."
+    out = []
+    try: out.append(int(dict(l.split(':', 1) for l in open('/proc/meminfo'))['MemAvailable'].split()[0]) * 1024)
+    except (OSError, KeyError, ValueError): pass
+    try: out.append(int(open('/sys/fs/cgroup/memory.max').read()) - int(open('/sys/fs/cgroup/memory.current').read()))
+    except (OSError, ValueError): pass  # 'max' (no limit) or no cgroup v2
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        try: out.append(soft - int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize())
+        except (OSError, ValueError): out.append(soft)
+    return out
+
 def free_memory(device):
-    "Bytes free on `device` (`None` when unknown)."
+    "Bytes free to this process on `device` (`None` when unknown)."
     if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
-    try: info = dict(l.split(':', 1) for l in open('/proc/meminfo'))
-    except OSError: return None
-    return int(info['MemAvailable'].split()[0]) * 1024 if 'MemAvailable' in info else None
+    return min(_limits(), default=None)
 
 def check_memory(configs, device, floats_per_weight=6):
-    "Refuse `configs` whose models (about `floats_per_weight` floats per weight) cannot fit in free memory."
-    need = sum(_weights(c) for c in configs) * floats_per_weight * 4
+    "Refuse `configs` whose models (about `floats_per_weight` floats per weight) and data cannot fit in free memory."
+    models = sum(_weights(c) for c in configs) * floats_per_weight * 4
+    data = {data_key(c): (_data_bytes(c), c) for c in configs}
+    need = models + sum(b for b, _ in data.values())
     free = free_memory(device)
     if free is not None and need > free:
-        big = max(configs, key=_weights)
-        raise ConfigError(f"the {len(configs)} model(s) need about {need / 2**30:.1f} GiB, more than the "
-                          f"{free / 2**30:.1f} GiB free on {device}; the largest is {big.label} "
-                          f"({_weights(big):,} weights)")
+        big, (dbytes, dcfg) = max(configs, key=_weights), max(data.values(), key=lambda v: v[0])
+        raise ConfigError(f"the {len(configs)} model(s) and their data need about {need / 2**30:.1f} GiB, more than the "
+                          f"{free / 2**30:.1f} GiB free to this process on {device}; the largest model is {big.label} "
+                          f"({_weights(big):,} weights), the largest dataset that of {dcfg.label} "
+                          f"({dbytes / 2**30:.1f} GiB)")
     return need
 
 # %% ../../nbs/14_imp_plan.ipynb #445df8e7

@@ -6,6 +6,7 @@
 __all__ = ['execute', 'execute_all', 'status']
 
 # %% ../../nbs/31a_runner_execute.ipynb #a541142b
+import json
 import os
 import shutil
 import time
@@ -83,7 +84,7 @@ def execute(run, kernel='python3', timeout=None, show=True, label='', executor=N
                                 progress_bar=False, execution_timeout=timeout, cwd=str(project_root()),
                                 extra_arguments=['--IPKernelApp.log_level=ERROR'])
     except Exception as e:
-        res.update(ok=False, error=_describe(e))
+        res.update(ok=False, error=_describe(e, run.tmp / run.notebook.name))
     finally:
         for k, v in env.items():
             if v is None: os.environ.pop(k, None)
@@ -101,11 +102,20 @@ def execute(run, kernel='python3', timeout=None, show=True, label='', executor=N
     return res
 
 # %% ../../nbs/31a_runner_execute.ipynb #d018eb9d
-def _describe(e):
-    "One line naming a failed run's cell and error."
+def _last_started(notebook):
+    "Index of the last cell papermill started in the output `notebook` (None if it started none)."
+    try: cells = json.loads(Path(notebook).read_text())['cells']
+    except (OSError, ValueError, KeyError): return None
+    started = [i for i, c in enumerate(cells) if c.get('metadata', {}).get('papermill', {}).get('start_time')]
+    return started[-1] if started else None
+
+def _describe(e, notebook=None):
+    "One line naming a failed run's cell and error (a timed-out cell from papermill's record in `notebook`)."
     import papermill as pm
     if isinstance(e, pm.PapermillExecutionError): return f"cell {e.cell_index}: {e.ename}: {e.evalue}"
-    return f"{type(e).__name__}: {e}"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+    where = f"cell {i}: " if notebook is not None and (i := _last_started(notebook)) is not None else ''
+    return f"{where}{type(e).__name__}: {first}"
 
 def execute_all(runs, show=True, **kw):
     "Execute planned runs one after the other, printing one line per finished run; returns the results."

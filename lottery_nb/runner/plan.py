@@ -54,6 +54,10 @@ def load_preset(name):
         if not isinstance(spec, dict) or set(spec) - {'params', 'grid'} or not all(
                 isinstance(spec.get(k) or {}, dict) for k in ('params', 'grid')):
             raise ConfigError(f"preset {name!r}, figure {fig!r}: expected a mapping with 'params' and 'grid' mappings")
+    try: known = figures()  # full names: an entry naming no figure would be skipped without a word
+    except ConfigError: known = {}  # no project here, so no figure to run either
+    if known and (unknown := sorted(set(p.get('figures') or {}) - set(known))):
+        raise ConfigError(f"preset {name!r} names no figure {unknown}; figures are {sorted(known)}")
     return {'description': '', 'reduced': True, **p, 'figures': p.get('figures') or {}}
 
 # %% ../../nbs/31_runner_plan.ipynb #cfcd1fec
@@ -117,8 +121,12 @@ def plan(figure, preset=None, grid=None, overrides=None, out_root=None, store=No
         for k, vals in g.items():
             if not isinstance(vals, list) or not vals:
                 raise ConfigError(f"{where} {k!r} needs a non-empty list of values")
+            if len({repr(v) for v in vals}) < len(vals): raise ConfigError(f"{where} {k!r} repeats a value: {vals}")
             for v in vals: check_parameters({k: v}, params, name)
     check_parameters({**(pre.get('params') or {}), **overrides}, params, name)
+    for opt, v in (('--out', out_root), ('--store', store)):
+        if v is not None and not str(v).strip():
+            raise ConfigError(f"{opt} {v!r} names no folder; leave it out for the default")
     _writable('--out', outputs_root(out_root))
     _writable('--store', store_root(store))
     store = shown(store_root(store))

@@ -97,6 +97,20 @@ def locked(path, wait=True):
         finally: fcntl.lockf(f, fcntl.LOCK_UN)
 
 # %% ../../nbs/10_store_core.ipynb #1d885390
+def _index_entries(index):
+    "The sound lines of an `index.tsv` by run name, and whether anything in it (lines, encoding) was unsound."
+    raw = Path(index).read_bytes()
+    try: text, bad = raw.decode('utf-8'), False
+    except UnicodeDecodeError: text, bad = raw.decode('utf-8', 'replace'), True
+    out = {}
+    for line in text.splitlines():
+        parts = line.split('\t')
+        try: sound = len(parts) == 3 and config_hash(json.loads(parts[2])) == parts[0].rsplit('-', 1)[-1]
+        except ValueError: sound = False
+        if sound: out.setdefault(parts[0], line)
+        bad = bad or not sound
+    return out, bad
+
 def _keyed(config, label=None):
     "The JSON form and label of a configuration: a dict (and `label`), or an object with `to_dict()` and `label`."
     if hasattr(config, 'to_dict'): return config.to_dict(), config.label if label is None else label
@@ -130,9 +144,23 @@ class RunStore:
         with locked(self.root / '.index.lock'):  # one line per run, whoever opens it first
             if not (d / 'config.json').exists(): write_json(d / 'config.json', config)
             index = self.root / 'index.tsv'
-            if not index.exists() or not any(l.split('\t', 1)[0] == d.name for l in index.read_text().splitlines()):
+            lines, bad = _index_entries(index) if index.exists() else ({}, True)
+            if bad: lines = self.rebuild_index()  # missing or damaged: older runs keep their lines
+            if d.name not in lines:
                 with open(index, 'a') as f: f.write(f"{d.name}\t{label}\t{canonical(config)}\n")
         return d
+
+    def rebuild_index(self):
+        "Rewrite `index.tsv` from its sound lines and every run folder whose `config.json` is intact; returns them."
+        index = self.root / 'index.tsv'
+        lines = _index_entries(index)[0] if index.exists() else {}
+        for d in sorted(p for p in self.root.iterdir() if (p / 'config.json').exists() and p.name not in lines):
+            try: cfg = _read(d / 'config.json')
+            except DamagedRecord: continue
+            if config_hash(cfg) == d.name.rsplit('-', 1)[-1]:
+                lines[d.name] = f"{d.name}\t{d.name.rsplit('-', 1)[0] if '-' in d.name else ''}\t{canonical(cfg)}"
+        atomic_write(index, lambda t: Path(t).write_text(''.join(l + '\n' for l in lines.values())))
+        return lines
 
     def runs(self):
         "`(name, config)` of every run in the store (none if the store folder does not exist)."
@@ -184,6 +212,7 @@ def write_level(self: RunStore, run, level, metrics, arrays=None, state=None):
         if state is not None: torch.save(state, tmp / 'state.pt')
         files = {f.name: _sha(f) for f in sorted(tmp.iterdir())}
         (tmp / 'metrics.json').write_text(json.dumps(sealed({**metrics, 'files': files}), indent=1))
+        os.chmod(tmp, Path(run).stat().st_mode & 0o777)  # a temporary folder is private; a level is as its run
         os.replace(tmp, final)
     finally:
         if tmp.exists(): shutil.rmtree(tmp)

@@ -9,12 +9,14 @@ __all__ = ['problems', 'repair']
 import json
 import shutil
 import sys
+import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from fastcore.basics import patch
 
-from .core import DamagedRecord, RunStore, _keyed, _read, config_hash, read_json, run_name, write_json
+from .core import DamagedRecord, RunStore, _index_entries, _keyed, _load, _read, config_hash
+from .core import run_name, write_json
 
 # %% ../../nbs/10a_store_repair.ipynb #826df2b3
 def _level_problems(store, run, level):
@@ -33,6 +35,8 @@ def problems(store, run):
     "Everything wrong with one run folder, as `(level or None, message)` pairs naming paths; never writes."
     run, out = Path(run), [(None, f"{p} is a leftover temporary entry") for p in sorted(Path(run).glob('*.tmp'))]
     found = [int(p.name[6:]) for p in run.glob('level_[0-9][0-9][0-9]') if p.is_dir()]
+    out += [(int(p.name[6:]), f"{p} is a file where a level folder belongs")
+            for p in sorted(run.glob('level_[0-9][0-9][0-9]')) if not p.is_dir()]
     if not (run / 'config.json').exists() and not found: return out  # a run that has not started
     try:
         if config_hash(_read(run / 'config.json')) != run.name.rsplit('-', 1)[-1]:
@@ -40,6 +44,11 @@ def problems(store, run):
     except DamagedRecord as e: out.append((None, str(e)))
     for level in range(max(found, default=-1) + 1):
         out += [(level, m) for m in _level_problems(store, run, level)]
+    if (done := store.levels(run)) and not (last := store.level_dir(run, done[-1]) / 'state.pt').exists():
+        out.append((done[-1], f"{last} is missing: the next level starts from it"))
+    if (run / 'init.pt').exists():
+        try: _load(run / 'init.pt')
+        except DamagedRecord as e: out.append((None, f"{e}; it is made again from the configuration"))
     if (run / 'stopped.json').exists():
         try: after = _read(run / 'stopped.json').get('after_level')
         except DamagedRecord as e: after = str(e)
@@ -50,24 +59,29 @@ def problems(store, run):
 def _restore_config(store, run):
     "Rewrite an edited `config.json` from its line in `index.tsv`; whether that was possible."
     index = store.root / 'index.tsv'
-    lines = [l.split('\t') for l in index.read_text().splitlines()] if index.exists() else []
-    cfg = next((json.loads(l[2]) for l in lines if len(l) == 3 and l[0] == run.name), None)
-    if cfg is None or config_hash(cfg) != run.name.rsplit('-', 1)[-1]: return False
+    line = (_index_entries(index)[0] if index.exists() else {}).get(run.name)  # sound lines only
+    if line is None: return False
+    cfg = json.loads(line.split('\t')[2])
     write_json(run / 'config.json', cfg)
     return True
+
+def _remove(path):
+    "Remove a level's folder, or the file that took its place."
+    shutil.rmtree(path) if Path(path).is_dir() else Path(path).unlink()
 
 def repair(store, run):
     "Remove what cannot be trusted in one run folder (see above); returns the problems found."
     run, found = Path(run), problems(store, run)
     for p in run.glob('*.tmp'): shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if any('init.pt' in m for _, m in found): (run / 'init.pt').unlink()
     if any('config.json' in m for _, m in found) and not _restore_config(store, run):
         raise DamagedRecord(f"{run / 'config.json'} is damaged and index.tsv has no line to restore it from")
     bad = [l for l, _ in found if l is not None]
     if bad or any('stopped.json' in m for _, m in found):
         if (run / 'stopped.json').exists(): (run / 'stopped.json').unlink()
         for level in sorted(store.levels(run) + bad):
-            if bad and level >= min(bad) and store.level_dir(run, level).exists(): shutil.rmtree(store.level_dir(run, level))
-        while (left := store.levels(run)) and store.state(run, left[-1]) is None: shutil.rmtree(store.level_dir(run, left[-1]))
+            if bad and level >= min(bad) and store.level_dir(run, level).exists(): _remove(store.level_dir(run, level))
+        while (left := store.levels(run)) and store.state(run, left[-1]) is None: _remove(store.level_dir(run, left[-1]))
     return found
 
 # %% ../../nbs/10a_store_repair.ipynb #dd8d085c
@@ -75,13 +89,36 @@ def repair(store, run):
 def replay(self: RunStore, held):
     "Undo the levels of rounds a killed runner began but never ended, when `held` (run names) holds all their runs."
     for record in self.unfinished_rounds():
-        members = read_json(record)
+        try: members = _read(record)
+        except DamagedRecord:
+            raise DamagedRecord(f"{record} is unreadable: the levels its unfinished round wrote cannot be told; "
+                                "lottery-nb verify --repair recomputes every level written since it began") from None
         if not set(members) <= held: continue
         for name, level in members.items():
             if (d := self.level_dir(self.root / name, level)).exists():
                 shutil.rmtree(d)
                 print(f"run store: {d} belongs to an unfinished round; it is recomputed with its round", file=sys.stderr)
         self.end_round(record)
+
+@patch
+def drop_round(self: RunStore, record):
+    "Remove an unreadable round record and every level written since it was (its round's among them); the levels."
+    since = Path(record).stat().st_mtime
+    gone = [d for name, _ in self.runs() for d in (self.root / name).glob('level_[0-9][0-9][0-9]')
+            if (d / 'metrics.json').exists() and (d / 'metrics.json').stat().st_mtime >= since]  # written once
+    for run in {d.parent for d in gone}:  # a run keeps only the levels before its first one gone
+        first = min(int(d.name[6:]) for d in gone if d.parent == run)
+        for level in self.levels(run):
+            if level >= first: shutil.rmtree(self.level_dir(run, level))
+    self.end_round(record)
+    return sorted(gone)
+
+@patch
+def leftovers(self: RunStore, age=600):
+    "Temporary files in the store's root and `rounds/` older than `age` seconds: left by killed writers."
+    now = time.time()
+    return sorted(p for d in (self.root, self.root / 'rounds') if d.is_dir() for p in d.glob('*.tmp')
+                  if p.is_file() and now - p.stat().st_mtime > age)
 
 @patch
 @contextmanager
@@ -91,6 +128,9 @@ def hold(self: RunStore, configs):
     with ExitStack() as held:
         for name, c in sorted(names.items()): held.enter_context(self.lock(c))
         self.replay(set(names))
+        for p in self.leftovers():  # a live writer renames its file within moments; these writers were killed
+            p.unlink(missing_ok=True)
+            print(f"run store: {p} was left by a killed writer; removed", file=sys.stderr)
         for name in names:  # damaged, edited or missing records are removed and recomputed, never used
             if (d := self.root / name).is_dir():
                 for _, msg in repair(self, d): print(f"run store: {msg}; repaired", file=sys.stderr)
