@@ -367,6 +367,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                        'lottery_nb.imp.driver._predict_all': ('imp_driver.html#_predict_all', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver._train': ('imp_driver.html#_train', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.advance': ('imp_driver.html#advance', 'lottery_nb/imp/driver.py'),
+                                       'lottery_nb.imp.driver.continuable': ('imp_driver.html#continuable', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.fused_groups': ('imp_driver.html#fused_groups', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.imp_step': ('imp_driver.html#imp_step', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.level_metrics': ('imp_driver.html#level_metrics', 'lottery_nb/imp/driver.py'),

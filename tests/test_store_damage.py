@@ -61,7 +61,6 @@ DAMAGE = {
     "leftover temporary folder": (lambda run: (run / "level_006.abc.tmp").mkdir(), "leftover temporary entry"),
     "level folder replaced by a file": (_level_as_file, "level_002 is a file where a level folder belongs"),
     "garbage init": (lambda run: (run / "init.pt").write_bytes(b"\x00garbage" * 50), "init.pt is unreadable"),
-    "last weights deleted": (lambda run: (run / "level_005" / "state.pt").unlink(), "state.pt is missing: the next level"),
     "edited config": (lambda run: (run / "config.json").write_text(json.dumps({**CFG.to_dict(), "width": 7})), "config.json was edited"),
 }
 
@@ -182,3 +181,12 @@ def test_a_complete_store_is_read_without_locking_or_writing(reference, tmp_path
     assert run_imp([CFG], 5, st.root, progress=False) == [run]
     with pytest.raises(PermissionError):  # one level more must be trained, so it is held
         run_imp([CFG], 6, st.root, progress=False)
+
+
+def test_a_trajectory_without_its_last_weights_recomputes_them_to_continue(reference, tmp_path, capsys):
+    st, run = _copy(reference, tmp_path)
+    (run / "level_005" / "state.pt").unlink()
+    assert run_imp([CFG], 5, st.root, progress=False) == [run] and st.levels(run) == [0, 1, 2, 3, 4, 5]  # complete
+    run_imp([CFG], 6, st.root, progress=False)  # to continue, level 5 is recomputed first
+    assert "level_005 kept no weights for the next level to start from" in capsys.readouterr().err
+    assert [st.level_metrics(run, l)["test_error"] for l in range(6)] == reference[1] and st.levels(run)[-1] == 6

@@ -4,10 +4,12 @@
 
 # %% auto #0
 __all__ = ['imp_step', 'level_metrics', 'requests', 'Trajectories', 'load_data', 'fused_groups', 'rewind_points', 'Round',
-           'start_round', 'train_round', 'write_round', 'one_round', 'advance', 'run_imp']
+           'start_round', 'train_round', 'write_round', 'one_round', 'advance', 'continuable', 'run_imp']
 
 # %% ../../nbs/15_imp_driver.ipynb #8bf07620
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -233,6 +235,14 @@ def _finished(store, configs, targets, min_params):
     if any(r is None or pending(store, r, t, min_params) or problems(store, r) for r, t in zip(runs, targets)): return None
     return None if store.unfinished_rounds() else runs
 
+# %% ../../nbs/15_imp_driver.ipynb #ec186fab
+def continuable(tr):
+    "Drop each pending trajectory's trailing levels that kept no weights, so that it can continue from its last."
+    for i in tr.need:
+        while (done := tr.store.levels(tr.runs[i])) and tr.store.state(tr.runs[i], done[-1]) is None:
+            shutil.rmtree(d := tr.store.level_dir(tr.runs[i], done[-1]))
+            print(f"run store: {d} kept no weights for the next level to start from; it is recomputed", file=sys.stderr)
+
 # %% ../../nbs/15_imp_driver.ipynb #26faa5f7
 def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weights=300_000, min_params=None,
             data_root=None, progress=True, executor=None):
@@ -252,6 +262,7 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     with store.hold(configs) as runs:
         rep = progress if isinstance(progress, Reporter) else reporter(draw=progress)
         tr = Trajectories(store, runs, configs, targets, min_params)
+        continuable(tr)
         datasets = load_data(tr, data_root, device, rep)
         rewind_points(tr, datasets, device, engine)
         advance(tr, datasets, device, engine, keep_weights, rep)

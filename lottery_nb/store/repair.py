@@ -44,8 +44,6 @@ def problems(store, run):
     except DamagedRecord as e: out.append((None, str(e)))
     for level in range(max(found, default=-1) + 1):
         out += [(level, m) for m in _level_problems(store, run, level)]
-    if (done := store.levels(run)) and not (last := store.level_dir(run, done[-1]) / 'state.pt').exists():
-        out.append((done[-1], f"{last} is missing: the next level starts from it"))
     if (run / 'init.pt').exists():
         try: _load(run / 'init.pt')
         except DamagedRecord as e: out.append((None, f"{e}; it is made again from the configuration"))
