@@ -366,6 +366,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                        'lottery_nb.imp.driver._keep': ('imp_driver.html#_keep', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver._predict_all': ('imp_driver.html#_predict_all', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver._train': ('imp_driver.html#_train', 'lottery_nb/imp/driver.py'),
+                                       'lottery_nb.imp.driver._trained_nothing': ( 'imp_driver.html#_trained_nothing',
+                                                                                   'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.advance': ('imp_driver.html#advance', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.continuable': ('imp_driver.html#continuable', 'lottery_nb/imp/driver.py'),
                                        'lottery_nb.imp.driver.fused_groups': ('imp_driver.html#fused_groups', 'lottery_nb/imp/driver.py'),

@@ -235,6 +235,14 @@ def _finished(store, configs, targets, min_params):
     if any(r is None or pending(store, r, t, min_params) or problems(store, r) for r, t in zip(runs, targets)): return None
     return None if store.unfinished_rounds() else runs
 
+def _trained_nothing(progress, store, runs):
+    "Report a call that trains nothing as any call is reported (no data, an empty plan, done); returns `runs`."
+    rep = progress if isinstance(progress, Reporter) else reporter(draw=progress)
+    rep.stage('data', '0 dataset(s)')
+    rep.emit('plan', rounds=0, trajectories=0, levels=0, levels_done=sum(len(store.levels(r)) for r in runs), work=0.0)
+    rep.emit('done')
+    return runs
+
 # %% ../../nbs/15_imp_driver.ipynb #ec186fab
 def continuable(tr):
     "Drop each pending trajectory's trailing levels that kept no weights, so that it can continue from its last."
@@ -250,7 +258,8 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     asked = len(configs := list(configs))
     configs, targets = requests(configs, levels, engine, min_params)
     store = store if isinstance(store, RunStore) else RunStore(store)
-    if (done := _finished(store, configs, targets, min_params)) is not None: return done[:asked]  # no lock, no write
+    if (done := _finished(store, configs, targets, min_params)) is not None:  # no lock, no write
+        return _trained_nothing(progress, store, done)[:asked]
     for problem in dict.fromkeys(file_problem(c.dataset, data_root) for c in configs):  # before any folder is made
         if problem: raise ConfigError(problem)
     ex = current_executor() if executor is None else executor
