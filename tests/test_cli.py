@@ -13,7 +13,7 @@ from lottery_nb.params import notebook_parameters
 from lottery_nb.runner import figures, find_figure, load_preset, plan, presets, status
 
 FIGURES = tuple(figures())  # every figure notebook
-PROVENANCE = {"lottery_nb", "commit", "dirty", "python", "torch", "numpy", "device", "threads", "written"}
+PROVENANCE = {"lottery_nb", "commit", "dirty", "python", "torch", "numpy", "device", "threads", "arithmetic", "written"}
 
 
 def test_presets_name_only_declared_well_typed_parameters(tmp_path):

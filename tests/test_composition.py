@@ -80,3 +80,21 @@ def test_stored_results_do_not_depend_on_what_else_was_requested(tmp_path):
     a = stored_results(alone.root)
     assert {level for _, level in a} == set(range(7))
     for store in (crowd, staged): assert_same_results(a, stored_results(store.root))
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("batch", [33, 7])
+def test_ten_classes_and_odd_batches_train_to_the_same_bits_in_any_place_of_a_stack(momentum, batch):
+    "A member whose outputs start off a 64-byte boundary (10 classes, batches of 33) is rounded as when alone."
+    g = make_generator(2)
+    x, y = torch.randn(300, 784, generator=g), torch.randint(10, (300,), generator=g)
+    cfg = TrainConfig(epochs=2, batch_size=batch, lr=0.1, momentum=momentum)
+    def model(w, seed): return make_model('fcn3', w, 784, 10, seed=seed)
+    alone = model(5, 1)
+    train_models([alone], [None], x, y, cfg, [7])
+    for widths in ([3, 5], [3, 4, 5], [5, 3]):
+        models = [model(w, 1 if w == 5 else w) for w in widths]
+        train_models(models, [None] * len(models), x, y, cfg, [7] * len(models))
+        ours = models[widths.index(5)]
+        for k, v in alone.state_dict().items(): assert torch.equal(ours.state_dict()[k], v), (widths, k)
+        assert torch.equal(predict([ours], x)[0], predict([alone], x)[0]), widths

@@ -117,6 +117,11 @@ def _unpack(bank):
     return bank.models
 
 # %% ../../nbs/04a_training_bank.ipynb #689a8350
+def _out(G, rows, cols, like):
+    "An empty `(G, rows, cols)` for a batched product, each member 64-byte aligned: MKL rounds by the output's address."
+    step = -(-rows * cols // 16) * 16
+    return like.new_empty(G * step).as_strided((G, rows, cols), (step, cols, 1))
+
 @contextmanager
 def _threads(stack, device):
     "Run a stack of one model single-threaded on a CPU, where MKL sums its products as in a batch of two or more."
@@ -136,7 +141,7 @@ def _forward(bank, x):
         h = x.unsqueeze(0).expand(len(st.members), -1, -1)  # one input for all members: no copies
         with _threads(st, bank.device):
             for l, (W, b) in enumerate(zip(st.W, st.b)):
-                h = torch.baddbmm(b.unsqueeze(1), h, W)
+                h = torch.baddbmm(b.unsqueeze(1), h, W, out=_out(len(h), len(x), W.shape[2], W))
                 if l < len(st.W) - 1: h = h.clamp_min_(0)
         out[st.members] = h
     return out
@@ -147,15 +152,16 @@ def _sgd_step(st, xb, yb, lr, cfg):
     x, y = (xb, yb) if st.all_streams else (xb.index_select(0, st.streams), yb.index_select(0, st.streams))
     hs, L, mom, wd = [x], len(st.W), cfg.momentum, cfg.weight_decay
     for l in range(L):
-        z = torch.baddbmm(st.b[l].unsqueeze(1), hs[-1], st.W[l])
+        z = torch.baddbmm(st.b[l].unsqueeze(1), hs[-1], st.W[l], out=_out(*x.shape[:2], st.W[l].shape[2], x))
         if l < L - 1: hs.append(z.clamp_min_(0))
-    g = torch.softmax(z, -1)                                        # d(mean CE)/d logits = (p - onehot) / B
+    g = _out(*z.shape, z).copy_(torch.softmax(z, -1))               # d(mean CE)/d logits = (p - onehot) / B
     g.scatter_add_(2, y.unsqueeze(2), torch.full_like(g[..., :1], -1.0)).div_(g.shape[1])
     ones = torch.ones_like(g[:, :1, :1]).expand(-1, 1, g.shape[1])   # (G, 1, B): sums over the batch as products
     for l in range(L - 1, -1, -1):                                  # SGD: buf = mom * buf + (grad + wd * p)
         W, b, M = st.W[l], st.b[l], st.M[l]
-        g_prev = torch.ops.aten.threshold_backward(torch.bmm(g, W.transpose(1, 2)), hs[l], 0.0) if l else None
-        hT, gb = hs[l].transpose(1, 2), torch.bmm(ones, g).squeeze(1)
+        gh = torch.bmm(g, W.transpose(1, 2), out=_out(*g.shape[:2], W.shape[1], g)) if l else None
+        g_prev = torch.ops.aten.threshold_backward(gh, hs[l], 0.0) if l else None
+        hT, gb = hs[l].transpose(1, 2), torch.bmm(ones, g, out=_out(len(g), 1, g.shape[2], g)).squeeze(1)
         if mom:                                                     # the weight gradient lands in the buffer
             st.bw[l].baddbmm_(hT, g, beta=mom)
             if wd: st.bw[l].add_(W, alpha=wd)
