@@ -6,7 +6,7 @@
 __all__ = ['Figure', 'start_figure']
 
 # %% ../nbs/32_figure.ipynb #9706069a
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastcore.basics import patch
@@ -85,6 +85,18 @@ def mixture_sweeps(self: Figure, nus, widths, starts, more_notes=()):
                             p['noise'], p['epochs'])
     self.scale(next(iter(sweeps.values())).scale_notes() + list(more_notes))
     return sweeps
+
+@patch
+def control_sweeps(self: Figure):
+    """The mixture sweeps of `linear_nus` and `xor_nus` from `starts` and, with `mnist_width`, one MNIST start, each
+    once per lottery-ticket control of `controls` (`imp.control_sweeps`)."""
+    p = self.params
+    base = imp.mixture_sweeps({'linear': p['linear_nus'], 'xor': p['xor_nus']}, [], p['starts'], p['replicates'], p['levels'],
+                              p['min_params'], p['n_train'], p['n_test'], p['noise'], p['epochs'])
+    if p['mnist_width'] is not None:  # with the mixtures' min_params, so that all train in one call (it stops none)
+        base['mnist'] = replace(self.grid('mnist_').sweep('mnist', p['mnist_replicates'], p['noise']), min_params=p['min_params'])
+    self.scale(imp.sweep_notes(base, grid=True))
+    return imp.control_sweeps(base, p['controls'])
 
 # %% ../nbs/32_figure.ipynb #6d0f6c2f
 def _named(key): return f"{key[0]}, ν={key[1]}" if isinstance(key, tuple) else str(key)

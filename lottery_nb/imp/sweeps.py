@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PAPER_SCALE', 'PAPER_WIDTHS', 'PAPER_LEVELS', 'calibration_sweeps', 'Sweep', 'run_sweeps', 'mixture_sweeps',
-           'conv_config', 'Grid', 'dataset_sweeps', 'arch_sweeps', 'sweep_notes']
+           'conv_config', 'Grid', 'dataset_sweeps', 'arch_sweeps', 'sweep_notes', 'control_sweeps']
 
 # %% ../../nbs/16_imp_sweeps.ipynb #d02d18bc
 from dataclasses import dataclass, field, replace
@@ -13,7 +13,7 @@ from fastcore.basics import patch
 
 from ..core import ConfigError, check_choice, check_int
 from ..data import IMAGE_SETS
-from .config import DEFAULTS, grid_configs, imp_config
+from .config import CONTROLS, DEFAULTS, grid_configs, imp_config
 from .driver import run_imp
 from ..store import RunStore
 from ..training import KERNEL_DEFAULTS
@@ -160,3 +160,9 @@ def sweep_notes(sweeps, grid=False):
     common = set.intersection(*map(set, per.values())) if per else set()
     return [n for n in next(iter(per.values()), []) if n in common] + [f'{a}: {n}' for a, ns in per.items() for n in ns
                                                                        if n not in common]
+
+# %% ../../nbs/16_imp_sweeps.ipynb #572095dd
+def control_sweeps(sweeps, controls=CONTROLS):
+    "Each sweep of the dict `sweeps` once per lottery-ticket control of `controls`, keyed `(name, control)`."
+    for c in controls: check_choice('control', c, CONTROLS)
+    return {(k, c): replace(s, config={**s.config, 'control': c}) for k, s in sweeps.items() for c in controls}
