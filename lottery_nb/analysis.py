@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['METRICS', 'BEST_RULES', 'PAPER_TABLE1', 'PAPER_COLUMNS', 'PAPER_FIG4B', 'BRIEF', 'SUMMARY_COLUMNS',
            'CALIBRATION_COLUMNS', 'mean_rows', 'dense_curve', 'sparse_curve', 'effective_noise', 'best_pruned',
-           'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'brief', 'load_model', 'sweep_tables',
-           'summaries', 'curves', 'level_probs', 'full_and_pruned']
+           'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'with_spread', 'brief', 'load_model',
+           'sweep_tables', 'summaries', 'curves', 'level_probs', 'full_and_pruned']
 
 # %% ../nbs/21_analysis.ipynb #fa7564b5
 import math
@@ -35,7 +35,7 @@ def _same_depth(rows, by):
             raise ConfigError(f"replicates of {dict(zip(by[:-1], key))} hold different numbers of levels "
                               f"({dict(sorted(reps.items(), key=str))}); finish them, or pass partial=True")
 
-def mean_rows(rows, by=('dataset', 'nu', 'noise', 'arch', 'width', 'level'), partial=False):
+def mean_rows(rows, by=('dataset', 'nu', 'noise', 'arch', 'width', 'control', 'level'), partial=False):
     "Average `rows` (dicts or a DataFrame) over replicates: per group of `by`, the mean and std of every metric and `n`."
     if hasattr(rows, 'to_dict'): rows = [{k: v for k, v in r.items() if not _missing(v)} for r in rows.to_dict('records')]
     if not partial: _same_depth(rows, by)
@@ -131,6 +131,12 @@ def beside_paper(summary, dataset='mnist'):
     "Rows of `summarise` with the paper's Table 1 values for the same starting width (None where it has none)."
     paper = PAPER_TABLE1.get(dataset, {})
     return [{**r, **dict(zip(PAPER_COLUMNS, paper.get(r['width'], (None,) * 4)))} for r in summary]
+
+def with_spread(summary, mrows):
+    "Rows of `summarise` with their replicate count and the spread (std over replicates) of both test errors."
+    at = {(r['width'], r['level']): r for r in mrows}
+    return [{**s, 'replicates': at[s['width'], 0]['n'], 'full_test_error_std': at[s['width'], 0].get('test_error_std'),
+             'pruned_test_error_std': at[s['width'], s['best_level']].get('test_error_std')} for s in summary]
 
 # %% ../nbs/21_analysis.ipynb #d8b037d6
 BRIEF = ('width', 'level', 'counted', 'n', 'train_error', 'train_error_std', 'test_error', 'test_error_std', 'test_error_noisy', 'ece', 'ece_noisy', 'posterior_gap', 'noisy_posterior_gap')

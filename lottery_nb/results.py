@@ -149,7 +149,7 @@ def _matches(cfg, where):
     return all((x := _field(cfg, k)) is not _MISSING and ok(x, v) for k, v in where.items())
 
 # %% ../nbs/20_results.ipynb #b7cec7ee
-BASE_COLUMNS = ('run', 'dataset', 'nu', 'noise', 'arch', 'width', 'replicate', 'level')
+BASE_COLUMNS = ('run', 'dataset', 'nu', 'noise', 'arch', 'width', 'control', 'replicate', 'level')
 
 def _flat(d, prefix=''):
     "A dict with nested dicts spread into dotted keys."
@@ -182,7 +182,7 @@ def trajectories(store=None, configs=None, **where):
         if not _matches(c, where): continue
         data = c.get('data', {})
         base = dict(run=name, dataset=c.get('dataset'), nu=data.get('nu'), noise=data.get('noise'), arch=c.get('arch'),
-                    width=c.get('width'), replicate=c.get('replicate'))
+                    width=c.get('width'), control=c.get('control', 'none'), replicate=c.get('replicate'))
         run = store.root / name
         for l in store.levels(run):
             m = {k: v for k, v in store.level_metrics(run, l).items() if k not in _RECORD_KEYS}

@@ -6,7 +6,7 @@
 __all__ = ['CONTROLS_FIGURE', 'CONTROLS_CLAIMS', 'check_magnitude', 'check_initialisation', 'check_random_sparse_dd']
 
 # %% ../../nbs/23c_claims_controls.ipynb #18df0d61
-from .core import LEARNED, NO_DATA, Claim, _mark, _ours, below, tally
+from .core import LEARNED, Claim, _mark, _ours, below, tally
 
 # %% ../../nbs/23c_claims_controls.ipynb #47d0ab41
 CONTROLS_FIGURE = 'controls_lottery_tickets'
