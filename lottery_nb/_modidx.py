@@ -7,6 +7,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                      'lottery_nb.analysis.best_pruned': ('analysis.html#best_pruned', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.best_small_full': ('analysis.html#best_small_full', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.brief': ('analysis.html#brief', 'lottery_nb/analysis.py'),
+                                     'lottery_nb.analysis.collapses': ('analysis.html#collapses', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.curves': ('analysis.html#curves', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.dense_curve': ('analysis.html#dense_curve', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.effective_noise': ('analysis.html#effective_noise', 'lottery_nb/analysis.py'),

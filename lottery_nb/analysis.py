@@ -6,7 +6,7 @@
 __all__ = ['METRICS', 'BEST_RULES', 'PAPER_TABLE1', 'PAPER_COLUMNS', 'PAPER_FIG4B', 'BRIEF', 'SUMMARY_COLUMNS',
            'CALIBRATION_COLUMNS', 'mean_rows', 'dense_curve', 'sparse_curve', 'effective_noise', 'best_pruned',
            'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'with_spread', 'brief', 'load_model',
-           'sweep_tables', 'summaries', 'curves', 'level_probs', 'full_and_pruned']
+           'sweep_tables', 'summaries', 'curves', 'level_probs', 'collapses', 'full_and_pruned']
 
 # %% ../nbs/21_analysis.ipynb #fa7564b5
 import math
@@ -185,6 +185,17 @@ def level_probs(store, configs, level):
             raise ConfigError(f"{c.label}: level {level} is not in the store {store.root}")
         out.append(torch.from_numpy(store.arrays(run, level)['test_probs']))
     return torch.stack(out)
+
+# %% ../nbs/21_analysis.ipynb #ccdb6aca
+def collapses(store, configs):
+    "Per `(width, level)`: how many stored replicates among `configs` predict one class for the whole test set."
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    out = defaultdict(int)
+    for c in configs:
+        if (run := store.find(c)) is None: continue
+        for l in store.levels(run):
+            out[c.width, l] += int(len(np.unique(store.arrays(run, l)['test_probs'].argmax(1))) == 1)
+    return dict(out)
 
 # %% ../nbs/21_analysis.ipynb #12ce7db7
 CALIBRATION_COLUMNS = ('level', 'counted', 'test_error', 'ece', 'test_error_noisy', 'ece_noisy')
