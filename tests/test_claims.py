@@ -8,6 +8,8 @@ from lottery_nb.claims import (CLAIMS, NO_DATA, NOT_REPRODUCED, PARTLY, REPRODUC
                                check_closer_full, check_closer_small, check_dense_dd, check_ece, check_minima,
                                check_nu, check_range, check_sparse_dd, check_twice, claims_markdown, ledger, read_runs,
                                write_claims)
+from lottery_nb.claims.controls import (CONTROLS_FIGURE, check_initialisation, check_magnitude, check_random_sparse_dd,
+                                        check_sparser)
 
 F2, F3, F5, FS1 = 'fig2_double_descent', 'fig3a_effective_params', 'fig5_calibration', 'figS1_error_vs_nu'
 T1, F6, F7 = 'table1_full_vs_pruned', 'fig6_calibration_real', 'fig7_calibration_levels'
@@ -134,7 +136,7 @@ def test_claims_are_well_formed():
     assert len({c.key for c in CLAIMS}) == len(CLAIMS) >= 6
     for c in CLAIMS:
         assert c.claim and c.paper and c.rule and callable(c.check)
-        assert c.figure in (F2, F3, F5, FS1, T1, F6, F7)
+        assert c.figure in (F2, F3, F5, FS1, T1, F6, F7, CONTROLS_FIGURE)
 
 
 def test_figure_without_runs_gives_one_no_data_row():
@@ -230,3 +232,24 @@ def test_mnist_claims_read_their_figures():
     assert rows['underconfident']['verdict'] == NO_DATA
     cifar_only = dict(parameters=dict(n_test=None), rows=dict(cifar10=dict(paper=[])))
     assert {r['key']: r['verdict'] for r in ledger({(T1, 'paper'): cifar_only})}['mnist_minima'] == NO_DATA
+
+
+# --- the controls ---------------------------------------------------------------------------------
+
+def _controls(best, mnist=False):
+    """A controls run with one panel: control → (best pruned weights, best error); curves rise then fall."""
+    panel = 'mnist' if mnist else ['linear', 0.4]
+    res = [dict(panel=panel, control=c, start=100, summary=[dict(width=100, pruned_params=k, pruned_test_error=e)],
+                curve=[dict(level=0, counted=9000, test_error=0.20), dict(level=1, counted=5000, test_error=0.30),
+                       dict(level=2, counted=k, test_error=e)]) for c, (k, e) in best.items()]
+    return dict(parameters=dict(n_test=5000, mnist_n_test=None), results=res)
+
+
+def test_control_claims_compute_their_verdicts_from_the_numbers():
+    run = _controls({'none': (100, 0.10), 'random_pruning': (300, 0.15), 'random_reinit': (150, 0.10)})
+    assert check_magnitude(run)[1] == REPRODUCED and check_initialisation(run)[1] == NOT_REPRODUCED
+    assert check_random_sparse_dd(run)[1] == REPRODUCED
+    assert check_sparser(run)[1] == NOT_REPRODUCED and 'random_reinit 1.5×' in check_sparser(run)[0]
+    mnist = _controls({'none': (100, 0.10), 'random_pruning': (300, 0.108)}, mnist=True)
+    assert check_magnitude(mnist)[1] == REPRODUCED  # 10,000 MNIST test images: 0.008 is beyond 2σ (0.0062)
+    assert check_magnitude(_controls({'none': (100, 0.10), 'random_pruning': (300, 0.108)}))[1] == NOT_REPRODUCED
