@@ -6,7 +6,8 @@
 __all__ = ['METRICS', 'BEST_RULES', 'PAPER_TABLE1', 'PAPER_COLUMNS', 'PAPER_FIG4B', 'BRIEF', 'SUMMARY_COLUMNS',
            'CALIBRATION_COLUMNS', 'mean_rows', 'dense_curve', 'sparse_curve', 'effective_noise', 'best_pruned',
            'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'with_spread', 'brief', 'load_model',
-           'sweep_tables', 'summaries', 'curves', 'level_probs', 'collapses', 'full_and_pruned']
+           'sweep_tables', 'summaries', 'curves', 'replicate_tables', 'table_rows', 'level_probs', 'collapses',
+           'full_and_pruned']
 
 # %% ../nbs/21_analysis.ipynb #fa7564b5
 import math
@@ -173,6 +174,20 @@ def summaries(tables, sweeps, rule='paper', noise_rate=None, tau=0.5):
 def curves(table, starts):
     "The dense curve and the sparse curve of every start of `table`, reduced by `brief`: what figure metrics keep."
     return dict(dense=brief(dense_curve(table)), sparse={w: brief(sparse_curve(table, w)) for w in starts})
+
+# %% ../nbs/21_analysis.ipynb #4a574499
+def replicate_tables(store, sweeps):
+    "Per sweep of the dict `sweeps`, per replicate: that replicate's stored levels alone, as `mean_rows` rows."
+    out = {}
+    for k, sw in sweeps.items():
+        t = trajectories(store, sw.configs())
+        out[k] = {int(r): mean_rows(t[t.replicate == r]) for r in sorted(t.replicate.unique())}
+    return out
+
+def table_rows(mrows, starts, dataset, noise_rate, tau=0.5, spread=None):
+    "Table 1's rows of `mrows` under every rule in `BEST_RULES`: summary, spread of `spread` (default `mrows`), paper."
+    return {r: beside_paper(with_spread(summarise(mrows, starts, r, noise_rate, tau), spread or mrows), dataset)
+            for r in BEST_RULES}
 
 # %% ../nbs/21_analysis.ipynb #3d9bdfde
 def level_probs(store, configs, level):

@@ -144,7 +144,7 @@ def test_figure_without_runs_gives_one_no_data_row():
     f5 = [r for r in rows if r['figure'] == F5]
     assert len(f5) == sum(c.figure == F5 for c in CLAIMS)
     assert all(r['verdict'] == NO_DATA and r['run'] == '—' for r in f5)
-    assert set(rows[0]) == {'key', 'claim', 'figure', 'paper', 'run', 'ours', 'verdict', 'rule'}
+    assert set(rows[0]) == {'key', 'claim', 'figure', 'paper', 'run', 'ours', 'verdict', 'replicates', 'rule'}
 
 
 def test_missing_keys_give_no_data_with_the_reason():
@@ -177,11 +177,27 @@ def test_markdown_layout_and_order_independence():
     lines = text.splitlines()
     assert lines[0] == '# Claims ledger'
     assert 'lottery-nb claims' in text and 'do not edit by hand' in text
-    assert '| claim | figure | run | paper | ours | verdict |' in lines
+    assert '| claim | figure | run | paper | ours | verdict | per replicate |' in lines
     assert sum(l.startswith('| ') for l in lines) == len(rows) + 1
     assert '## Rules' in lines
     assert all(f"(`{c.key}`" in text for c in CLAIMS)
     assert '\\|p−p\\*\\|' in text  # pipes and stars in cells are escaped
+
+
+def test_per_replicate_verdicts_and_fragile_count():
+    def m2(*summaries, per=None):
+        m = fig2(panel('linear', 0.2, DD, summary=summaries[0]))
+        if per is not None: m['per_replicate'] = [dict(results=[panel('linear', 0.2, DD, summary=s)]) for s in per]
+        return m
+    good, bad = ((0.3, 0.2, 150),) * 3, ((0.3, 0.3, 150),) * 3  # pruned below full in every start, in none
+    rows = {r['run']: r for r in ledger({(F2, 'a'): m2(good), (F2, 'b'): m2(good, per=[good]),
+                                          (F2, 'c'): m2(good, per=[good, good]), (F2, 'd'): m2(good, per=[good, bad])})
+            if r['key'] == 'pruned_beats_full'}
+    assert {k: r['verdict'] for k, r in rows.items()} == dict.fromkeys('abcd', REPRODUCED)
+    assert [rows[k]['replicates'] for k in 'abcd'] == ['not recorded', 'one replicate', '2/2',
+                                                       '1/2 fragile: reproduced, not reproduced']
+    text = claims_markdown(list(rows.values()))
+    assert '- `d`: 1 reproduced; 1 fragile across replicates' in text and '- `c`: 1 reproduced\n' in text
 
 
 # --- reading and writing ------------------------------------------------------------------------
