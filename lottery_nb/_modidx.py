@@ -102,6 +102,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                         'lottery_nb.claims.core._panel': ('claims_core.html#_panel', 'lottery_nb/claims/core.py'),
                                         'lottery_nb.claims.core.below': ('claims_core.html#below', 'lottery_nb/claims/core.py'),
                                         'lottery_nb.claims.core.read_runs': ('claims_core.html#read_runs', 'lottery_nb/claims/core.py'),
+                                        'lottery_nb.claims.core.rises_then_falls': ( 'claims_core.html#rises_then_falls',
+                                                                                     'lottery_nb/claims/core.py'),
                                         'lottery_nb.claims.core.sigma': ('claims_core.html#sigma', 'lottery_nb/claims/core.py'),
                                         'lottery_nb.claims.core.tally': ('claims_core.html#tally', 'lottery_nb/claims/core.py')},
             'lottery_nb.claims.ledger': { 'lottery_nb.claims.ledger._apply': ('claims_ledger.html#_apply', 'lottery_nb/claims/ledger.py'),

@@ -7,7 +7,7 @@ __all__ = ['CONTROLS_FIGURE', 'SPARSER', 'CONTROLS_CLAIMS', 'check_magnitude', '
            'check_random_sparse_dd']
 
 # %% ../../nbs/23c_claims_controls.ipynb #18df0d61
-from .core import LEARNED, Claim, _mark, _ours, below, tally
+from .core import LEARNED, Claim, _mark, _ours, below, rises_then_falls, tally
 
 # %% ../../nbs/23c_claims_controls.ipynb #47d0ab41
 CONTROLS_FIGURE = 'controls_lottery_tickets'
@@ -66,13 +66,9 @@ def check_random_sparse_dd(m):
     items, oks = [], []
     for name, (n, rs) in kept.items():
         if 'random_pruning' not in rs: continue
-        c = sorted(rs['random_pruning']['curve'], key=lambda x: x['level'])
-        e = [x['test_error'] for x in c]
-        lo = min(range(len(e)), key=e.__getitem__)
-        hi = max(range(lo + 1), key=e.__getitem__)
-        ok = below(e[0], e[hi], n) and below(e[lo], e[0], n)
+        ok, steps = rises_then_falls(rs['random_pruning']['curve'], n)
         oks.append(ok)
-        items.append(f"{name} {_mark(ok)} " + ' → '.join(f"{e[i]:.3f} ({c[i]['counted']:,.0f} weights)" for i in (0, hi, lo)))
+        items.append(f"{name} {_mark(ok)} {steps}")
     return _ours(items, oks, left), tally(oks)
 
 # %% ../../nbs/23c_claims_controls.ipynb #fdb492b5

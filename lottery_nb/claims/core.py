@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['REPRODUCED', 'PARTLY', 'NOT_REPRODUCED', 'NO_DATA', 'VERDICTS', 'F2', 'F3', 'F5', 'FS1', 'T1', 'F6', 'F7', 'LEARNED',
-           'Z', 'read_runs', 'Claim', 'sigma', 'below', 'tally']
+           'Z', 'read_runs', 'Claim', 'sigma', 'below', 'tally', 'rises_then_falls']
 
 # %% ../../nbs/23_claims_core.ipynb #a51f1da1
 import math
@@ -54,6 +54,16 @@ def tally(oks):
     "The verdict of per-item passes: all pass, some, none; no item at all is no data."
     if not oks: return NO_DATA
     return REPRODUCED if all(oks) else PARTLY if any(oks) else NOT_REPRODUCED
+
+# %% ../../nbs/23_claims_core.ipynb #7db73457
+def rises_then_falls(curve, n):
+    "Whether a trajectory (rows by level) rises above its full model, then falls below it, each beyond `Z`σ; its text."
+    c = sorted(curve, key=lambda x: x['level'])
+    e = [x['test_error'] for x in c]
+    lo = min(range(len(e)), key=e.__getitem__)
+    hi = max(range(lo + 1), key=e.__getitem__)
+    ok = below(e[0], e[hi], n) and below(e[lo], e[0], n)
+    return ok, ' → '.join(f"{e[i]:.3f} ({c[i]['counted']:,.0f} weights)" for i in (0, hi, lo))
 
 # %% ../../nbs/23_claims_core.ipynb #af862040
 def _mark(ok): return '✓' if ok else '✗'

@@ -8,7 +8,7 @@ __all__ = ['SPREAD', 'RANGE', 'TWICE', 'MIXTURE_CLAIMS', 'check_dense_dd', 'chec
 
 # %% ../../nbs/23a_claims_mixtures.ipynb #57f3bcae
 from .core import (F2, F3, F5, FS1, LEARNED, NOT_REPRODUCED, PARTLY, Z, Claim,
-                                    _mark, _ours, _panel, below, tally)
+                                    _mark, _ours, _panel, below, rises_then_falls, tally)
 
 # %% ../../nbs/23a_claims_mixtures.ipynb #ae5e0f8e
 def _fig2_panels(m):
@@ -45,13 +45,8 @@ def check_sparse_dd(m):
     items, oks = [], []
     for r in kept:
         w = max(r['sparse'], key=int)
-        c = sorted(r['sparse'][w], key=lambda x: x['level'])
-        e = [x['test_error'] for x in c]
-        lo = min(range(len(e)), key=e.__getitem__)
-        hi = max(range(lo + 1), key=e.__getitem__)
-        ok = below(e[0], e[hi], n) and below(e[lo], e[0], n)
+        ok, steps = rises_then_falls(r['sparse'][w], n)
         oks.append(ok)
-        steps = ' → '.join(f"{e[i]:.3f} ({c[i]['counted']:.0f} weights)" for i in (0, hi, lo))
         items.append(f"{_panel(r['task'], r['nu'])} {_mark(ok)} w={w}: {steps}")
     return _ours(items, oks, left), tally(oks)
 
