@@ -316,6 +316,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                    'lottery_nb.figure.Figure.title': ('figure.html#figure.title', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.train': ('figure.html#figure.train', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.write': ('figure.html#figure.write', 'lottery_nb/figure.py'),
+                                   'lottery_nb.figure._mixtures': ('figure.html#_mixtures', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure._named': ('figure.html#_named', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.start_figure': ('figure.html#start_figure', 'lottery_nb/figure.py')},
             'lottery_nb.imp.config': { 'lottery_nb.imp.config.CifarData': ('imp_config.html#cifardata', 'lottery_nb/imp/config.py'),

@@ -77,12 +77,15 @@ def arch_sweeps(self: Figure):
     self.scale(imp.sweep_notes(sweeps))
     return sweeps
 
+def _mixtures(p, nus, widths, starts):
+    "`imp.mixture_sweeps` of `nus`, `widths` and `starts` at the scale of the figure parameters `p`."
+    return imp.mixture_sweeps(nus, widths, starts, p['replicates'], p['levels'], p['min_params'], p['n_train'], p['n_test'],
+                              p['noise'], p['epochs'])
+
 @patch
 def mixture_sweeps(self: Figure, nus, widths, starts, more_notes=()):
     "A sweep per `(task, ν)` of `nus`, on `widths` and `starts`, at the scale the parameters give; `more_notes`: the figure's own."
-    p = self.params
-    sweeps = imp.mixture_sweeps(nus, widths, starts, p['replicates'], p['levels'], p['min_params'], p['n_train'], p['n_test'],
-                            p['noise'], p['epochs'])
+    sweeps = _mixtures(self.params, nus, widths, starts)
     self.scale(next(iter(sweeps.values())).scale_notes() + list(more_notes))
     return sweeps
 
@@ -91,8 +94,7 @@ def control_sweeps(self: Figure):
     """The mixture sweeps of `linear_nus` and `xor_nus` from `starts` and, with `mnist_width`, one MNIST start, each
     once per lottery-ticket control of `controls` (`imp.control_sweeps`)."""
     p = self.params
-    base = imp.mixture_sweeps({'linear': p['linear_nus'], 'xor': p['xor_nus']}, [], p['starts'], p['replicates'], p['levels'],
-                              p['min_params'], p['n_train'], p['n_test'], p['noise'], p['epochs'])
+    base = _mixtures(p, {'linear': p['linear_nus'], 'xor': p['xor_nus']}, [], p['starts'])
     if p['mnist_width'] is not None:  # with the mixtures' min_params, so that all train in one call (it stops none)
         base['mnist'] = replace(self.grid('mnist_').sweep('mnist', p['mnist_replicates'], p['noise']), min_params=p['min_params'])
     self.scale(imp.sweep_notes(base, grid=True))
