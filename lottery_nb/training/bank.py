@@ -159,8 +159,10 @@ def _sgd_step(st, xb, yb, lr, cfg):
     ones = torch.ones_like(g[:, :1, :1]).expand(-1, 1, g.shape[1])   # (G, 1, B): sums over the batch as products
     for l in range(L - 1, -1, -1):                                  # SGD: buf = mom * buf + (grad + wd * p)
         W, b, M = st.W[l], st.b[l], st.M[l]
-        gh = torch.bmm(g, W.transpose(1, 2), out=_out(*g.shape[:2], W.shape[1], g)) if l else None
-        g_prev = torch.ops.aten.threshold_backward(gh, hs[l], 0.0) if l else None
+        g_prev = None
+        if l:                                                       # the gradient for the layer below, before updating
+            gh = torch.bmm(g, W.transpose(1, 2), out=_out(*g.shape[:2], W.shape[1], g))
+            g_prev = torch.ops.aten.threshold_backward(gh, hs[l], 0.0)
         hT, gb = hs[l].transpose(1, 2), torch.bmm(ones, g, out=_out(len(g), 1, g.shape[2], g)).squeeze(1)
         if mom:                                                     # the weight gradient lands in the buffer
             st.bw[l].baddbmm_(hT, g, beta=mom)
