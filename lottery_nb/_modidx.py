@@ -366,6 +366,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                        'lottery_nb.imp.config.order_seed': ('imp_config.html#order_seed', 'lottery_nb/imp/config.py'),
                                        'lottery_nb.imp.config.pruning_scores': ( 'imp_config.html#pruning_scores',
                                                                                  'lottery_nb/imp/config.py'),
+                                       'lottery_nb.imp.config.reinitialises': ('imp_config.html#reinitialises', 'lottery_nb/imp/config.py'),
                                        'lottery_nb.imp.config.schedule_key': ('imp_config.html#schedule_key', 'lottery_nb/imp/config.py'),
                                        'lottery_nb.imp.config.step_decay': ('imp_config.html#step_decay', 'lottery_nb/imp/config.py'),
                                        'lottery_nb.imp.config.train_defaults': ( 'imp_config.html#train_defaults',

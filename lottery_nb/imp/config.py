@@ -7,7 +7,7 @@ __all__ = ['DEFAULTS', 'PROTECTED_OUTPUT', 'ARCH_TRAIN', 'DATA_TRAIN', 'REWIND_F
            'train_defaults', 'full_sizes', 'train_size', 'data_sizes', 'default_rewind', 'Data', 'MixtureData',
            'CifarData', 'Pruning', 'IMPConfig', 'imp_config', 'config_label', 'grid_configs', 'fuse_members',
            'fuse_key', 'with_members', 'init_seed', 'order_seed', 'data_key', 'schedule_key', 'group_by', 'data_shape',
-           'build_dataset', 'build_model', 'level_init_seed', 'pruning_scores']
+           'build_dataset', 'build_model', 'reinitialises', 'level_init_seed', 'pruning_scores']
 
 # %% ../../nbs/13_imp_config.ipynb #d6a95322
 from dataclasses import asdict, dataclass, fields, replace
@@ -288,10 +288,13 @@ def build_model(cfg, ds, device, level=0):
     return make_model(cfg.arch, cfg.width, ds.input_dim, ds.num_classes, level_init_seed(cfg, level), cfg.bias_init).to(device)
 
 # %% ../../nbs/13_imp_config.ipynb #c85e3e31
+def reinitialises(cfg, level):
+    "Whether `level` trains from fresh weights (random re-initialisation) instead of the run's stored initialisation."
+    return cfg.control == 'random_reinit' and level > 0
+
 def level_init_seed(cfg, level):
     "The seed of the weights a level trains from: the original initialisation, or a fresh one per level."
-    if cfg.control == 'random_reinit' and level > 0:
-        return derive_seed(cfg.seed, 'reinit', cfg.arch, cfg.width, cfg.replicate, level)
+    if reinitialises(cfg, level): return derive_seed(cfg.seed, 'reinit', cfg.arch, cfg.width, cfg.replicate, level)
     return init_seed(cfg)
 
 def pruning_scores(cfg, level, weights):

@@ -19,8 +19,8 @@ from ..calibration import ece, posterior_gap
 from ..core import ConfigError, check_choice, check_int, get_device, provenance, utc_now
 from ..data import file_problem, noisy_posterior, posterior
 from ..executors import Executor, current_executor
-from .config import (build_model, data_key, fuse_key, group_by, init_seed, level_init_seed, order_seed,
-                                   pruning_scores, schedule_key, with_members)
+from .config import (build_model, data_key, fuse_key, group_by, order_seed, pruning_scores, reinitialises,
+                                   schedule_key, with_members)
 from .dispatch import dispatch, load_datasets, pending
 from .plan import check_memory, plan_rounds
 from ..models import count_params, output_layer, prunable
@@ -140,7 +140,7 @@ def start_round(tr, todo, datasets, device):
     for i in todo:
         run, c, level = tr.runs[i], tr.configs[i], tr.next_level(i)
         m = build_model(c, datasets[data_key(c)], device, level)
-        if level_init_seed(c, level) == init_seed(c): m.load_state_dict(tr.store.load(run, 'init.pt'))
+        if not reinitialises(c, level): m.load_state_dict(tr.store.load(run, 'init.pt'))
         if (mk := imp_step(tr.store, run, level, c, m)) is None:
             tr.store.stop(run, 'nothing left to prune')
             continue
