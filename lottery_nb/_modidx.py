@@ -309,6 +309,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                                                                  'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.grid': ('figure.html#figure.grid', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.mixture_sweeps': ('figure.html#figure.mixture_sweeps', 'lottery_nb/figure.py'),
+                                   'lottery_nb.figure.Figure.replicate_summaries': ( 'figure.html#figure.replicate_summaries',
+                                                                                     'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.save': ('figure.html#figure.save', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.scale': ('figure.html#figure.scale', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.short': ('figure.html#figure.short', 'lottery_nb/figure.py'),

@@ -118,6 +118,16 @@ def summaries(self: Figure, sweeps, classes=10, show=True):
     return tables, summary
 
 @patch
+def replicate_summaries(self: Figure, sweeps, classes=10):
+    "Per replicate, its own tables of `sweeps` and best pruned models: what `summaries` gives for the means (unprinted)."
+    p, reps = self.params, analysis.replicate_tables(self.store, sweeps)
+    rate, out = analysis.effective_noise(p['noise'], classes), []
+    for i in sorted({i for t in reps.values() for i in t}):
+        tables = {k: t[i] for k, t in reps.items() if i in t}
+        out.append((tables, analysis.summaries(tables, sweeps, p['rule'], rate, p['tau'])))
+    return out
+
+@patch
 def full_and_pruned(self: Figure, sweeps):
     "The full and the best pruned model of each single-width sweep (`analysis.full_and_pruned`), printed."
     p = self.params
