@@ -11,6 +11,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                      'lottery_nb.analysis.curves': ('analysis.html#curves', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.dense_curve': ('analysis.html#dense_curve', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.effective_noise': ('analysis.html#effective_noise', 'lottery_nb/analysis.py'),
+                                     'lottery_nb.analysis.effective_params': ('analysis.html#effective_params', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.full_and_pruned': ('analysis.html#full_and_pruned', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.level_probs': ('analysis.html#level_probs', 'lottery_nb/analysis.py'),
                                      'lottery_nb.analysis.load_model': ('analysis.html#load_model', 'lottery_nb/analysis.py'),

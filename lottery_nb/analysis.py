@@ -6,8 +6,8 @@
 __all__ = ['METRICS', 'BEST_RULES', 'PAPER_TABLE1', 'PAPER_COLUMNS', 'PAPER_FIG4B', 'BRIEF', 'SUMMARY_COLUMNS',
            'CALIBRATION_COLUMNS', 'mean_rows', 'dense_curve', 'sparse_curve', 'effective_noise', 'best_pruned',
            'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'with_spread', 'brief', 'load_model',
-           'sweep_tables', 'summaries', 'curves', 'replicate_tables', 'table_rows', 'level_probs', 'collapses',
-           'full_and_pruned']
+           'sweep_tables', 'summaries', 'curves', 'replicate_tables', 'table_rows', 'effective_params', 'level_probs',
+           'collapses', 'full_and_pruned']
 
 # %% ../nbs/21_analysis.ipynb #fa7564b5
 import math
@@ -188,6 +188,17 @@ def table_rows(mrows, starts, dataset, noise_rate, tau=0.5, spread=None):
     "Table 1's rows of `mrows` under every rule in `BEST_RULES`: summary, spread of `spread` (default `mrows`), paper."
     return {r: beside_paper(with_spread(summarise(mrows, starts, r, noise_rate, tau), spread or mrows), dataset)
             for r in BEST_RULES}
+
+# %% ../nbs/21_analysis.ipynb #231e5012
+def effective_params(summary):
+    "Per panel of `summary` (`summaries`' dict): mean, min and max best pruned count over the starts, and each start's."
+    out = {}
+    for k, s in summary.items():
+        c = [r['pruned_params'] for r in s]
+        out[k] = dict(zip(('task', 'nu'), k if isinstance(k, tuple) else (k, None)), mean=float(np.mean(c)), min=min(c),
+                      max=max(c), per_start={r['width']: r['pruned_params'] for r in s},
+                      test_error={r['width']: r['pruned_test_error'] for r in s})
+    return out
 
 # %% ../nbs/21_analysis.ipynb #3d9bdfde
 def level_probs(store, configs, level):
