@@ -302,6 +302,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                             'lottery_nb.executors.slurm.run_jobs': ( 'executors_slurm.html#run_jobs',
                                                                                      'lottery_nb/executors/slurm.py')},
             'lottery_nb.figure': { 'lottery_nb.figure.Figure': ('figure.html#figure', 'lottery_nb/figure.py'),
+                                   'lottery_nb.figure.Figure._best': ('figure.html#figure._best', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.arch_sweeps': ('figure.html#figure.arch_sweeps', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.control_sweeps': ('figure.html#figure.control_sweeps', 'lottery_nb/figure.py'),
                                    'lottery_nb.figure.Figure.dataset_sweeps': ('figure.html#figure.dataset_sweeps', 'lottery_nb/figure.py'),

@@ -109,10 +109,16 @@ def train(self: Figure, sweeps):
     return imp.run_sweeps(sweeps, self.store, device=self.device, data_root=self.params.get('data_dir'))
 
 @patch
+def _best(self: Figure, tables, sweeps, classes):
+    "`analysis.summaries` of `tables` under the figure's rule, `tau` and noise (labels of `classes` classes)."
+    p = self.params
+    return analysis.summaries(tables, sweeps, p['rule'], analysis.effective_noise(p['noise'], classes), p['tau'])
+
+@patch
 def summaries(self: Figure, sweeps, classes=10, show=True):
     "Replicate-averaged tables of `sweeps`, and their best pruned models (labels of `classes` classes); printed if `show`."
     p, tables = self.params, analysis.sweep_tables(self.store, sweeps)
-    summary = analysis.summaries(tables, sweeps, p['rule'], analysis.effective_noise(p['noise'], classes), p['tau'])
+    summary = self._best(tables, sweeps, classes)
     for k, s in summary.items():
         if show: print(f"\n{_named(k)} (best pruned by rule '{p['rule']}')\n" + analysis.markdown_table(s, analysis.SUMMARY_COLUMNS))
     return tables, summary
@@ -120,11 +126,11 @@ def summaries(self: Figure, sweeps, classes=10, show=True):
 @patch
 def replicate_summaries(self: Figure, sweeps, classes=10):
     "Per replicate, its own tables of `sweeps` and best pruned models: what `summaries` gives for the means (unprinted)."
-    p, reps = self.params, analysis.replicate_tables(self.store, sweeps)
-    rate, out = analysis.effective_noise(p['noise'], classes), []
+    reps = analysis.replicate_tables(self.store, sweeps)
+    out = []
     for i in sorted({i for t in reps.values() for i in t}):
         tables = {k: t[i] for k, t in reps.items() if i in t}
-        out.append((tables, analysis.summaries(tables, sweeps, p['rule'], rate, p['tau'])))
+        out.append((tables, self._best(tables, sweeps, classes)))
     return out
 
 @patch
