@@ -191,13 +191,13 @@ def table_rows(mrows, starts, dataset, noise_rate, tau=0.5, spread=None):
 
 # %% ../nbs/21_analysis.ipynb #231e5012
 def effective_params(summary):
-    "Per panel of `summary` (`summaries`' dict): mean, min and max best pruned count over the starts, and each start's."
+    "Per `(task, ν)` panel of `summary`: mean, min and max best pruned count over the starts, and each start's."
     out = {}
-    for k, s in summary.items():
+    for (t, nu), s in summary.items():
         c = [r['pruned_params'] for r in s]
-        out[k] = dict(zip(('task', 'nu'), k if isinstance(k, tuple) else (k, None)), mean=float(np.mean(c)), min=min(c),
-                      max=max(c), per_start={r['width']: r['pruned_params'] for r in s},
-                      test_error={r['width']: r['pruned_test_error'] for r in s})
+        out[t, nu] = dict(task=t, nu=nu, mean=float(np.mean(c)), min=min(c), max=max(c),
+                          per_start={r['width']: r['pruned_params'] for r in s},
+                          test_error={r['width']: r['pruned_test_error'] for r in s})
     return out
 
 # %% ../nbs/21_analysis.ipynb #3d9bdfde
