@@ -144,7 +144,8 @@ def test_figure_without_runs_gives_one_no_data_row():
     f5 = [r for r in rows if r['figure'] == F5]
     assert len(f5) == sum(c.figure == F5 for c in CLAIMS)
     assert all(r['verdict'] == NO_DATA and r['run'] == '—' for r in f5)
-    assert set(rows[0]) == {'key', 'claim', 'figure', 'paper', 'run', 'ours', 'verdict', 'replicates', 'rule'}
+    assert set(rows[0]) == {'key', 'claim', 'figure', 'paper', 'run', 'ours', 'verdict', 'replicates', 'fragile',
+                            'rule'}
 
 
 def test_missing_keys_give_no_data_with_the_reason():
@@ -196,9 +197,28 @@ def test_per_replicate_verdicts_and_fragile_count():
     assert {k: r['verdict'] for k, r in rows.items()} == dict.fromkeys('abcd', REPRODUCED)
     assert [rows[k]['replicates'] for k in 'abcd'] == ['not recorded', 'one replicate', '2/2',
                                                        '1/2 fragile: reproduced, not reproduced']
+    assert [rows[k]['fragile'] for k in 'abcd'] == [False, False, False, True]
     text = claims_markdown(list(rows.values()))
     assert '- `d`: 1 reproduced; 1 fragile across replicates' in text and '- `c`: 1 reproduced\n' in text
 
+
+
+def test_fig5_records_each_replicate_and_the_ledger_judges_each(isolated):
+    from lottery_nb.cli import main
+    out = isolated / 'out'
+    assert main(['run', 'fig5', '--preset', 'smoke', '--set', 'replicates=2', '--out', str(out),
+                 '--store', str(isolated / 'st'), '--no-progress']) == 0
+    m = json.loads(next(out.glob(f'{F5}/*/metrics.json')).read_text())
+    parts = m['per_replicate']
+    assert len(parts) == 2 and all(len(p['rows']) == len(m['rows']) == 6 for p in parts)
+    run = {(r['task'], r['model']): r for r in m['rows']}
+    for p in parts:  # each replicate keeps the run's spread
+        assert all(r['gap_std'] == run[r['task'], r['model']]['gap_std'] for r in p['rows'])
+    for t in ('linear', 'xor'):  # the full model is the same in every replicate: its mean is the run's
+        alone = [next(r for r in p['rows'] if (r['task'], r['model']) == (t, 'full')) for p in parts]
+        assert sum(r['gap_mean'] for r in alone) / 2 == pytest.approx(run[t, 'full']['gap_mean'], abs=1e-9)
+    reps = [r['replicates'] for r in ledger({(F5, 'smoke'): m}) if r['figure'] == F5]
+    assert len(reps) == 3 and all(r.split()[0] in ('0/2', '1/2', '2/2') for r in reps)
 
 # --- reading and writing ------------------------------------------------------------------------
 

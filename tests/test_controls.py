@@ -1,5 +1,7 @@
 """The lottery-ticket controls: random pruning keeps IMP's counts with other survivors, random re-initialisation keeps
 IMP's first mask with other starting weights; both are stored trajectories like any other."""
+import json
+
 import torch
 
 from conftest import assert_same_results, stored_results
@@ -41,3 +43,22 @@ def test_a_control_trajectory_resumed_between_levels_gives_the_same_bits(tmp_pat
     run_imp(cfgs, 1, tmp_path / "twice", progress=False)
     run_imp(cfgs, 3, tmp_path / "twice", progress=False)
     assert_same_results(stored_results(tmp_path / "once"), stored_results(tmp_path / "twice"))
+
+
+def test_the_figure_records_each_replicate_and_a_panel_with_fewer_keeps_its_mean(isolated):
+    from lottery_nb.claims import ledger
+    from lottery_nb.cli import main
+    out = isolated / 'out'
+    assert main(['run', 'controls', '--preset', 'smoke', '--set', 'replicates=2', '--set', 'mnist_replicates=1',
+                 '--out', str(out), '--store', str(isolated / 'st'), '--no-progress']) == 0
+    m = json.loads(next(out.glob('controls_lottery_tickets/*/metrics.json')).read_text())
+    parts = m['per_replicate']
+    assert len(parts) == 2 and all(len(p['results']) == len(m['results']) for p in parts)
+    of = lambda rs, panel: [r for r in rs if r['panel'] == panel]
+    for p in parts:  # one MNIST replicate: every part keeps it, the same as the mean
+        assert of(p['results'], 'mnist') == of(m['results'], 'mnist')
+    mix = [[r for r in p['results'] if r['panel'] != 'mnist'] for p in parts]
+    assert mix[0] != mix[1]  # the mixtures' replicates differ
+    reps = [r['replicates'] for r in ledger({('controls_lottery_tickets', 'smoke'): m})
+            if r['figure'] == 'controls_lottery_tickets']
+    assert reps and all(r.split()[0] in ('0/2', '1/2', '2/2') for r in reps)

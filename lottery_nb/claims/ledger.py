@@ -45,12 +45,12 @@ def _apply(claim, metrics):
     return ours, verdict
 
 def per_replicate(claim, metrics, verdict):
-    "How `verdict` fares replicate by replicate: `claim` applied to each replicate's results alone, where recorded."
+    "How `verdict` fares replicate by replicate (`claim` on each replicate's results alone), and whether it is fragile."
     parts = (metrics.get('per_replicate') if isinstance(metrics, dict) else None) or []
-    if len(parts) < 2: return 'one replicate' if parts else 'not recorded'
+    if len(parts) < 2: return ('one replicate' if parts else 'not recorded'), False
     vs = [_apply(claim, {**metrics, **p})[1] for p in parts]
     k = sum(v == verdict for v in vs)
-    return f"{k}/{len(vs)}" + ('' if k == len(vs) else ' fragile: ' + ', '.join(vs))
+    return f"{k}/{len(vs)}" + ('' if k == len(vs) else ' fragile: ' + ', '.join(vs)), k < len(vs)
 
 def ledger(runs, claims=CLAIMS):
     "One row per claim and run of its figure, from `runs` = `{(figure, run): metrics}`."
@@ -59,9 +59,9 @@ def ledger(runs, claims=CLAIMS):
         names = sorted(r for f, r in runs if f == c.figure)
         for run in names or [None]:
             ours, verdict = _apply(c, runs[c.figure, run]) if run else ('no run of this figure', NO_DATA)
-            reps = per_replicate(c, runs[c.figure, run], verdict) if run else '—'
+            reps, fragile = per_replicate(c, runs[c.figure, run], verdict) if run else ('—', False)
             rows.append(dict(key=c.key, claim=c.claim, figure=c.figure, paper=c.paper, run=run or '—', ours=ours,
-                             verdict=verdict, replicates=reps, rule=c.rule))
+                             verdict=verdict, replicates=reps, fragile=fragile, rule=c.rule))
     return rows
 
 # %% ../../nbs/23d_claims_ledger.ipynb #ccb47759
@@ -72,7 +72,7 @@ def _totals(rows):
     out = []
     for run in sorted({r['run'] for r in rows} - {'—'}):
         n = [sum(r['verdict'] == v for r in rows if r['run'] == run) for v in VERDICTS]
-        fragile = sum('fragile' in r.get('replicates', '') for r in rows if r['run'] == run)
+        fragile = sum(r.get('fragile', False) for r in rows if r['run'] == run)
         out.append(f"- `{run}`: " + ', '.join(f"{k} {v}" for k, v in zip(n, VERDICTS) if k) +
                    (f"; {fragile} fragile across replicates" if fragile else ''))
     return out
