@@ -134,12 +134,13 @@ def replicate_summaries(self: Figure, sweeps, classes=10):
     return out
 
 @patch
-def full_and_pruned(self: Figure, sweeps):
-    "The full and the best pruned model of each single-width sweep (`analysis.full_and_pruned`), printed."
-    p = self.params
-    fps = {d: analysis.full_and_pruned(self.store, sw.configs(), p['rule'], analysis.effective_noise(p['noise'], 10), p['tau'])
-           for d, sw in sweeps.items()}
-    for d, fp in fps.items(): print(f'\n{d}:\n' + analysis.markdown_table(fp['rows']))
+def full_and_pruned(self: Figure, sweeps, replicate=None):
+    "The full and the best pruned model of each single-width sweep (`analysis.full_and_pruned`), printed; of one replicate alone if given."
+    p, noise = self.params, analysis.effective_noise(self.params['noise'], 10)
+    pick = lambda sw: [c for c in sw.configs() if replicate is None or c.replicate == replicate]
+    fps = {d: analysis.full_and_pruned(self.store, pick(sw), p['rule'], noise, p['tau']) for d, sw in sweeps.items()}
+    for d, fp in fps.items():
+        if replicate is None: print(f'\n{d}:\n' + analysis.markdown_table(fp['rows']))
     return fps
 
 # %% ../nbs/32_figure.ipynb #8bb07e00

@@ -220,6 +220,22 @@ def test_fig5_records_each_replicate_and_the_ledger_judges_each(isolated):
     reps = [r['replicates'] for r in ledger({(F5, 'smoke'): m}) if r['figure'] == F5]
     assert len(reps) == 3 and all(r.split()[0] in ('0/2', '1/2', '2/2') for r in reps)
 
+
+@pytest.mark.parametrize('fig', ['fig6', 'fig7'])
+def test_mnist_calibration_figures_record_each_replicate(isolated, fig):
+    from lottery_nb.cli import main
+    out = isolated / 'out'
+    assert main(['run', fig, '--preset', 'smoke', '--set', 'replicates=2', '--set', 'datasets=[mnist]', '--out', str(out),
+                 '--store', str(isolated / 'st'), '--no-progress']) == 0
+    name = F6 if fig == 'fig6' else F7
+    m = json.loads(next(out.glob(f'{name}/*/metrics.json')).read_text())
+    parts = m['per_replicate']
+    assert len(parts) == 2 and all(set(p['results']) == {'mnist'} for p in parts)
+    key = 'above_diagonal' if fig == 'fig6' else 'marks'
+    assert all(set(p['results']['mnist'][key]) == set(m['results']['mnist'][key]) for p in parts)
+    reps = [r['replicates'] for r in ledger({(name, 'smoke'): m}) if r['figure'] == name]
+    assert reps and all(r.split()[0] in ('0/2', '1/2', '2/2') for r in reps)
+
 # --- reading and writing ------------------------------------------------------------------------
 
 def _snapshot(root):
