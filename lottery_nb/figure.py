@@ -135,7 +135,7 @@ def replicate_summaries(self: Figure, sweeps, classes=10):
 
 @patch
 def full_and_pruned(self: Figure, sweeps, replicate=None):
-    "The full and the best pruned model of each single-width sweep (`analysis.full_and_pruned`), printed; of one replicate alone if given."
+    "Full and best pruned model per single-width sweep (`analysis.full_and_pruned`), printed; or of one `replicate`."
     p, noise = self.params, analysis.effective_noise(self.params['noise'], 10)
     pick = lambda sw: [c for c in sw.configs() if replicate is None or c.replicate == replicate]
     fps = {d: analysis.full_and_pruned(self.store, pick(sw), p['rule'], noise, p['tau']) for d, sw in sweeps.items()}
