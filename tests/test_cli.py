@@ -177,3 +177,16 @@ def test_a_timed_out_cell_is_reported_in_one_line_with_its_index(tmp_path):
     assert not res["ok"] and "\n" not in res["error"], res
     # papermill puts its injected-parameters cell first, so the sleeping cell is cell 2 of the executed notebook
     assert res["error"].startswith("cell 2: CellTimeoutError: A cell timed out"), res["error"]
+
+
+def test_a_store_linked_into_the_project_is_shown_inside_it(tmp_path, monkeypatch):
+    import importlib
+    runner_plan = importlib.import_module("lottery_nb.runner.plan")  # the package's `plan` is a function
+    root, away = tmp_path / "project", tmp_path / "away"
+    (root / "outputs").mkdir(parents=True)
+    away.mkdir()
+    (root / "outputs" / "store").symlink_to(away)
+    monkeypatch.setattr(runner_plan, "project_root", lambda: root)
+    assert runner_plan.shown(root / "outputs" / "store") == "outputs/store"  # not the link's target
+    assert runner_plan.shown(root / "outputs" / "x") == "outputs/x"
+    assert runner_plan.shown(away / "y") == str((away / "y").resolve())

@@ -92,9 +92,11 @@ class Run:
 
 def shown(path):
     "`path` relative to the project root when inside it (as papermill and metrics.json see it), else absolute."
-    path = Path(path).resolve()
-    try: return str(path.relative_to(project_root()))
-    except (ValueError, ConfigError): return str(path)
+    try: root = project_root()
+    except ConfigError: return str(Path(path).resolve())
+    for p in (Path(os.path.abspath(path)), Path(path).resolve()):  # a folder linked into the project stays inside it
+        if p.is_relative_to(root): return str(p.relative_to(root))
+    return str(Path(path).resolve())
 
 # %% ../../nbs/31_runner_plan.ipynb #8113f91f
 _PATHS = ('out_dir', 'store_dir')
