@@ -178,7 +178,13 @@ def test_every_committed_figure_flattens_to_its_tables(figure, run):
     m = json.loads((OUTPUTS / figure / run / "metrics.json").read_text())
     assert (r.figure, r.run, r.path) == (figure, run, OUTPUTS / figure / run)
     assert r.metrics == m and r.parameters == m["parameters"] and r.provenance == m.get("provenance", {})
-    assert sorted(r.tables) == sorted(EXPECTED[figure])
+    means = {k: t for k, t in r.tables.items() if not k.startswith("per_replicate.")}
+    assert sorted(means) == sorted(EXPECTED[figure])
+    parts = m.get("per_replicate", [])
+    alone = {k: t for k, t in r.tables.items() if k not in means}
+    assert bool(alone) == bool(parts)
+    for name, t in alone.items():  # each replicate's table, stacked: as many rows per replicate as the means' table
+        assert len(t) == len(parts) * len(means[name.split(".")[-1]]), name
     for name, (cols, rows) in EXPECTED[figure].items():
         t = r.tables[name]
         assert cols <= set(t.columns), (name, list(t.columns))
