@@ -7,7 +7,7 @@ __all__ = ['METRICS', 'BEST_RULES', 'PAPER_TABLE1', 'PAPER_COLUMNS', 'PAPER_FIG4
            'CALIBRATION_COLUMNS', 'mean_rows', 'dense_curve', 'sparse_curve', 'effective_noise', 'best_pruned',
            'best_small_full', 'summarise', 'markdown_table', 'beside_paper', 'with_spread', 'brief', 'load_model',
            'sweep_tables', 'summaries', 'curves', 'replicate_tables', 'table_rows', 'effective_params', 'level_probs',
-           'collapses', 'full_and_pruned']
+           'collapses', 'full_and_pruned', 'pooled_reliability', 'calibration_marks', 'three_models', 'model_probs']
 
 # %% ../nbs/21_analysis.ipynb #fa7564b5
 import math
@@ -16,10 +16,12 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from .calibration import classwise_reliability
 from .core import ConfigError, check_choice
 from .imp.config import build_model
 from .results import trajectories
 from .store import RunStore
+from .training import predict
 
 # %% ../nbs/21_analysis.ipynb #5753b845
 METRICS = ('counted', 'train_error', 'train_error_clean', 'test_error', 'test_error_noisy', 'train_loss', 'test_loss',
@@ -233,3 +235,30 @@ def full_and_pruned(store, configs, rule='paper', noise_rate=None, tau=0.5):
     levels = {'full': 0, 'best pruned': best['level']}
     rows = [dict(model=k, **{c: curve[l][c] for c in CALIBRATION_COLUMNS}) for k, l in levels.items()]
     return dict(curve=curve, levels=levels, rows=rows, probs={k: level_probs(store, configs, l) for k, l in levels.items()})
+
+# %% ../nbs/21_analysis.ipynb #cff46dd1
+def pooled_reliability(fp, labels, n_bins=15):
+    "Class-averaged reliability curve of each model of `fp` (`full_and_pruned`), its replicates' predictions pooled."
+    out = {}
+    for k, p in fp['probs'].items():
+        out[k] = classwise_reliability(p.flatten(0, 1), labels.repeat(p.shape[0]), n_bins)
+    return out
+
+# %% ../nbs/21_analysis.ipynb #bfacd559
+def calibration_marks(curve, rule='paper', noise_rate=None, tau=0.5):
+    "The best pruned level of the sparse `curve` and its levels of lowest ECE against clean and noisy test labels."
+    return {'best pruned': best_pruned(curve, rule, noise_rate, tau),
+            'lowest ECE, clean': min(curve, key=lambda r: r['ece']),
+            'lowest ECE, noisy': min(curve, key=lambda r: r['ece_noisy'])}
+
+# %% ../nbs/21_analysis.ipynb #5f4a961c
+def three_models(table, width, rule='paper', noise_rate=None, tau=0.5):
+    "Fig. 5's models in one sweep's `table` as `{name: (width, level)}`: the full start, its best pruned level, the best small full."
+    bp = best_pruned(sparse_curve(table, width), rule, noise_rate, tau)
+    return {'full': (width, 0), 'best pruned': (width, bp['level']),
+            'best small full': (best_small_full(dense_curve(table))['width'], 0)}
+
+def model_probs(store, configs, level, ds, x):
+    "Class probabilities `(len(configs), n, C)` on the inputs `x` of the stored models of `configs` at `level`."
+    models = [load_model(store, c, level, ds) for c in configs]
+    return predict(models, x).double().softmax(-1)

@@ -103,8 +103,13 @@ def flatten_metrics(metrics, names=None, skip=('parameters', 'provenance', 'run'
     "Tables (name → DataFrame) of a figure's `metrics.json` dict; `names` maps a table to its key column(s)."
     t = _Tables(KEY_NAMES if names is None else names)
     for k, v in metrics.items():
-        if k not in skip and not _is_scalar(v): t.walk(v, (k,), {})
-    return {k: pd.DataFrame(rows) for k, rows in t.rows.items()}
+        if k not in skip and k != 'per_replicate' and not _is_scalar(v): t.walk(v, (k,), {})
+    out = {k: pd.DataFrame(rows) for k, rows in t.rows.items()}
+    parts = {}
+    for r, part in enumerate(metrics.get('per_replicate', [])):  # each a document like the means'
+        for k, df in flatten_metrics(part, names, skip).items():
+            parts.setdefault(f'per_replicate.{k}', []).append(df.assign(replicate=r))
+    return out | {k: pd.concat(dfs, ignore_index=True) for k, dfs in parts.items()}
 
 # %% ../nbs/20_results.ipynb #a598e589
 @dataclass(frozen=True, eq=False)

@@ -7,11 +7,12 @@ import pytest
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from lottery_nb.analysis import best_pruned, dense_curve, effective_noise, mean_rows, summarise
+from lottery_nb.analysis import (best_pruned, calibration_marks, dense_curve, effective_noise, level_probs, mean_rows,
+                                 model_probs, pooled_reliability, summarise, three_models)
 from lottery_nb.calibration import classwise_reliability, ece, posterior_gap, reliability_curve
 from lottery_nb.core import ConfigError, make_generator
 from lottery_nb.data import Mixture, bayes_error, label_noise, make_dataset, mixture_dataset, noisy_posterior, posterior, sample
-from lottery_nb.imp import Sweep, grid_configs, imp_config, run_imp
+from lottery_nb.imp import Sweep, build_dataset, grid_configs, imp_config, run_imp
 from lottery_nb.models import count_params, make_model, output_layer, prunable
 from lottery_nb.results import trajectories
 from lottery_nb.pruning import count_remaining, count_schedule, ones_masks, prune_masks
@@ -179,6 +180,47 @@ def test_reliability_against_posterior_and_classwise():
 
 
 # --- store and IMP driver --------------------------------------------------------------------
+
+def test_pooled_reliability_tiles_the_labels_replicate_by_replicate():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 50, 4, generator=g).softmax(-1)  # 3 replicates, 50 points, 4 classes
+    y = torch.randint(0, 4, (50,), generator=g)
+    fp = dict(probs={"full": probs, "best pruned": probs.flip(-1)})
+    rel = pooled_reliability(fp, y, n_bins=6)
+    assert set(rel) == {"full", "best pruned"}
+    by_hand = classwise_reliability(torch.cat(list(probs)), torch.cat([y, y, y]), 6)
+    for k in ("pred", "freq", "classes"):
+        assert np.allclose(np.nan_to_num(rel["full"][k]), np.nan_to_num(by_hand[k]))
+    wrong = classwise_reliability(torch.cat(list(probs)), y.repeat_interleave(3), 6)  # labels not aligned
+    assert not np.allclose(np.nan_to_num(rel["full"]["freq"]), np.nan_to_num(wrong["freq"]))
+
+
+def test_calibration_marks_pick_their_levels():
+    curve = [dict(level=l, counted=100 - 10 * l, test_error=e, train_error=t, ece=c, ece_noisy=n)
+             for l, (e, t, c, n) in enumerate([(0.30, 0.00, 0.20, 0.10), (0.20, 0.05, 0.05, 0.12),
+                                               (0.10, 0.20, 0.15, 0.02), (0.40, 0.50, 0.30, 0.30)])]
+    m = calibration_marks(curve, "argmin")
+    assert (m["best pruned"]["level"], m["lowest ECE, clean"]["level"], m["lowest ECE, noisy"]["level"]) == (2, 1, 2)
+    # the paper's rule skips levels whose training error is below tau × the noise rate (here 0.5 × 0.3)
+    assert calibration_marks(curve, "paper", 0.3, 0.5)["best pruned"]["level"] == 2
+    assert calibration_marks(curve, "paper", 0.9, 0.5)["best pruned"]["level"] == 3
+
+
+def test_three_models_and_their_probabilities(tmp_path):
+    cfgs = grid_configs("linear", [3, 6], 2, **SMALL)
+    run_imp(cfgs, 2, store=tmp_path, progress=False)
+    rows = mean_rows(trajectories(tmp_path, cfgs))
+    chosen = three_models(rows, 6, "argmin")
+    best = min(r["test_error"] for r in rows if r["width"] == 6)
+    assert chosen["full"] == (6, 0)
+    assert [r["test_error"] for r in rows if r["width"] == 6 and r["level"] == chosen["best pruned"][1]] == [best]
+    assert chosen["best small full"] == (min(dense_curve(rows), key=lambda r: r["test_error"])["width"], 0)
+    six = [c for c in cfgs if c.width == 6]
+    ds = build_dataset(six[0])
+    p = model_probs(tmp_path, six, chosen["best pruned"][1], ds, ds.x_test)
+    assert p.shape == (2, 150, 2)
+    assert torch.allclose(p, level_probs(tmp_path, six, chosen["best pruned"][1]).double(), atol=1e-5)
+
 
 def test_store_resumes_an_interrupted_trajectory(tmp_path):
     cfgs = grid_configs("xor", [6], 2, **SMALL)

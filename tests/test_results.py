@@ -184,7 +184,9 @@ def test_every_committed_figure_flattens_to_its_tables(figure, run):
     alone = {k: t for k, t in r.tables.items() if k not in means}
     assert bool(alone) == bool(parts)
     for name, t in alone.items():  # each replicate's table, stacked: as many rows per replicate as the means' table
-        assert len(t) == len(parts) * len(means[name.split(".")[-1]]), name
+        assert name.startswith("per_replicate.") and name.removeprefix("per_replicate.") in means, name
+        assert len(t) == len(parts) * len(means[name.removeprefix("per_replicate.")]), name
+        assert list(t.replicate.value_counts().sort_index().index) == list(range(len(parts))), name
     for name, (cols, rows) in EXPECTED[figure].items():
         t = r.tables[name]
         assert cols <= set(t.columns), (name, list(t.columns))
