@@ -4,7 +4,7 @@ import torch
 
 from conftest import stand_in_data, stand_in_images
 from lottery_nb.core import ConfigError
-from lottery_nb.data import fashion_dataset, make_dataset, mnist_dataset, write_idx
+from lottery_nb.data import fashion_dataset, file_problem, make_dataset, mnist_dataset, write_idx
 from lottery_nb.imp import (Grid, arch_sweeps, imp_config, next_count, plan_trajectory, run_imp, sweep_notes,
                             train_defaults)
 from lottery_nb.models import arch_counts, count_params, make_model
@@ -59,6 +59,18 @@ def test_missing_data_names_the_files_and_folder(tmp_path, load, folder):
     assert f"{folder} not found under {tmp_path}" in msg and str(tmp_path / folder / "raw") in msg
     assert "train-images-idx3-ubyte" in msg and "LOTTERY_NB_DATA" in msg
 
+
+
+def test_a_failed_download_names_the_missing_files(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    def offline(*a, **k): raise RuntimeError("no network")
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(ConfigError) as e: mnist_dataset(tmp_path, download=True)
+    msg = str(e.value)
+    assert f"MNIST not found under {tmp_path}" in msg and "t10k-labels-idx1-ubyte" in msg and "no network" in msg
+    assert file_problem("mnist", tmp_path) == str(e.value).split(" (RuntimeError")[0]  # the driver's check says the same
+    monkeypatch.setenv("LOTTERY_NB_DOWNLOAD", "1")
+    assert file_problem("mnist", tmp_path) == "" and file_problem("cifar10", tmp_path) == ""  # may be fetched
 
 def test_resnet6_imp_two_levels_keeps_masks(tmp_path):
     root = stand_in_data(tmp_path / "data")

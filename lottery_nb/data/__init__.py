@@ -6,8 +6,6 @@
 __all__ = ['DATASETS', 'make_dataset', 'file_problem']
 
 # %% ../../nbs/01d_data.ipynb #22e33168
-import os
-
 from ..core import ConfigError, check_choice, data_root
 from .cifar import *
 from .core import *
@@ -32,15 +30,6 @@ def make_dataset(name, **kw):
 # %% ../../nbs/01d_data.ipynb #796c58b5
 def file_problem(name, root=None):
     "What would keep real dataset `name` from loading from its files under `root` (missing or damaged); '' if nothing."
-    fetch, root = os.environ.get('LOTTERY_NB_DOWNLOAD') == '1', data_root(root)
-    hint = "set LOTTERY_NB_DATA, or LOTTERY_NB_DOWNLOAD=1 where a network exists"
-    if name in IMAGE_SETS:
-        folder = root / IMAGE_SETS[name][0] / 'raw'
-        missing = [f for f in IDX_FILES if not (folder / f).exists()]
-        if missing and not fetch:
-            return f"{IMAGE_SETS[name][0]} not found under {root}: expected {', '.join(missing)} in {folder}; {hint}"
-        return idx_problems(folder)
-    folder = root / CIFAR_FOLDER
-    missing = [f for f in CIFAR_FILES if not (folder / f).exists()] if name == 'cifar10' else []
-    if missing and not fetch: return f"CIFAR-10 not found under {root}: expected {', '.join(missing)} in {folder}; {hint}"
-    return ''
+    root = data_root(root)
+    if name in IMAGE_SETS: return image_problem(name, root, fetching())
+    return cifar_problem(root, fetching()) if name == 'cifar10' else ''
