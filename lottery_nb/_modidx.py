@@ -708,6 +708,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '', 'doc_host': '', 'git_url
                                        'lottery_nb.store.core.write_json': ('store_core.html#write_json', 'lottery_nb/store/core.py')},
             'lottery_nb.store.repair': { 'lottery_nb.store.repair.RunStore.drop_round': ( 'store_repair.html#runstore.drop_round',
                                                                                           'lottery_nb/store/repair.py'),
+                                         'lottery_nb.store.repair.RunStore.drop_weightless_tail': ( 'store_repair.html#runstore.drop_weightless_tail',
+                                                                                                    'lottery_nb/store/repair.py'),
                                          'lottery_nb.store.repair.RunStore.hold': ( 'store_repair.html#runstore.hold',
                                                                                     'lottery_nb/store/repair.py'),
                                          'lottery_nb.store.repair.RunStore.leftovers': ( 'store_repair.html#runstore.leftovers',

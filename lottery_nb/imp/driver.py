@@ -8,7 +8,6 @@ __all__ = ['imp_step', 'level_metrics', 'requests', 'Trajectories', 'load_data',
 
 # %% ../../nbs/15_imp_driver.ipynb #8bf07620
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -247,8 +246,7 @@ def _trained_nothing(progress, store, runs):
 def continuable(tr):
     "Drop each pending trajectory's trailing levels that kept no weights, so that it can continue from its last."
     for i in tr.need:
-        while (done := tr.store.levels(tr.runs[i])) and tr.store.state(tr.runs[i], done[-1]) is None:
-            shutil.rmtree(d := tr.store.level_dir(tr.runs[i], done[-1]))
+        for d in tr.store.drop_weightless_tail(tr.runs[i]):
             print(f"run store: {d} kept no weights for the next level to start from; it is recomputed", file=sys.stderr)
 
 # %% ../../nbs/15_imp_driver.ipynb #26faa5f7

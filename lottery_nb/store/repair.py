@@ -53,6 +53,20 @@ def problems(store, run):
         if after != max(found, default=-1): out.append((None, f"{run / 'stopped.json'} is stale: it does not belong to the last level"))
     return out
 
+# %% ../../nbs/10a_store_repair.ipynb #2f43f399
+def _remove(path):
+    "Remove a level's folder, or the file that took its place."
+    shutil.rmtree(path) if Path(path).is_dir() else Path(path).unlink()
+
+@patch
+def drop_weightless_tail(self: RunStore, run):
+    "Remove `run`'s last levels back to the last one that kept its weights; returns the folders removed."
+    gone = []
+    while (done := self.levels(run)) and self.state(run, done[-1]) is None:
+        _remove(d := self.level_dir(run, done[-1]))
+        gone.append(d)
+    return gone
+
 # %% ../../nbs/10a_store_repair.ipynb #ad7d8b61
 def _restore_config(store, run):
     "Rewrite an edited `config.json` from its line in `index.tsv`; whether that was possible."
@@ -62,10 +76,6 @@ def _restore_config(store, run):
     cfg = json.loads(line.split('\t')[2])
     write_json(run / 'config.json', cfg)
     return True
-
-def _remove(path):
-    "Remove a level's folder, or the file that took its place."
-    shutil.rmtree(path) if Path(path).is_dir() else Path(path).unlink()
 
 def repair(store, run):
     "Remove what cannot be trusted in one run folder (see above); returns the problems found."
@@ -79,7 +89,7 @@ def repair(store, run):
         if (run / 'stopped.json').exists(): (run / 'stopped.json').unlink()
         for level in sorted(store.levels(run) + bad):
             if bad and level >= min(bad) and store.level_dir(run, level).exists(): _remove(store.level_dir(run, level))
-        while (left := store.levels(run)) and store.state(run, left[-1]) is None: _remove(store.level_dir(run, left[-1]))
+        store.drop_weightless_tail(run)
     return found
 
 # %% ../../nbs/10a_store_repair.ipynb #dd8d085c
