@@ -152,7 +152,7 @@ def brief(rows, keys=BRIEF, digits=5):
 # %% ../nbs/21_analysis.ipynb #801f960d
 def load_model(store, config, level, ds, device='cpu'):
     "The trained model of `config` at `level`, from the store."
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = RunStore.of(store)
     run = store.find(config)
     if run is None: raise ConfigError(f"{config.label}: no stored run of this configuration in {store.root}")
     st = store.state(run, level)
@@ -205,7 +205,7 @@ def effective_params(summary):
 # %% ../nbs/21_analysis.ipynb #3d9bdfde
 def level_probs(store, configs, level):
     "Stored test-set class probabilities `(len(configs), n, C)` of `configs` (say the replicates of one width) at `level`."
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = RunStore.of(store)
     out = []
     for c in configs:
         run = store.find(c)
@@ -217,7 +217,7 @@ def level_probs(store, configs, level):
 # %% ../nbs/21_analysis.ipynb #ccdb6aca
 def collapses(store, configs):
     "Per `(width, level)`: how many stored replicates among `configs` predict one class for the whole test set."
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = RunStore.of(store)
     out = defaultdict(int)
     for c in configs:
         if (run := store.find(c)) is None: continue

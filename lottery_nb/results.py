@@ -164,14 +164,12 @@ def _flat(d, prefix=''):
         else: out[f"{prefix}{k}"] = v
     return out
 
-def _store(store): return store if isinstance(store, RunStore) else RunStore(store)
-
 # %% ../nbs/20_results.ipynb #fc599d2e
 _RECORD_KEYS = ('files', 'checksum')  # the store's own checks, not results
 
 def trajectories(store=None, configs=None, **where):
     "One row per stored level of every run in `store` among `configs` (default: all) whose fields match `where`."
-    store = _store(store)
+    store = RunStore.of(store)
     orphans = sorted(d.name for d in (store.root.iterdir() if store.root.is_dir() else [])
                      if d.is_dir() and not (d / 'config.json').exists() and any(d.glob('level_*')))
     if orphans:  # their levels would silently drop out of every mean
@@ -202,7 +200,7 @@ def _bytes(root):
 
 def store_summary(store=None):
     "Counts of a run store: `trajectories`, finished `levels`, `stopped` runs and `bytes` on disk."
-    store = _store(store)
+    store = RunStore.of(store)
     runs = [store.root / name for name, _ in store.runs()]
     return dict(trajectories=len(runs), levels=sum(len(store.levels(r)) for r in runs),
                 stopped=sum(store.stopped(r) for r in runs), bytes=_bytes(store.root))

@@ -152,7 +152,7 @@ def conv_check(quick=False, device=None, out=print):
 # %% ../../nbs/33b_bench_conv.ipynb #acf51232
 def compaction(store):
     "Per level of each stored conv trajectory: its label, width, level, counted weights and dense/compact/sparse MACs."
-    store, rows = store if isinstance(store, RunStore) else RunStore(store), []
+    store, rows = RunStore.of(store), []
     for name, d in store.runs():
         cfg = IMPConfig.from_dict(d)
         if cfg.arch in FCN_ARCHS: continue
@@ -181,7 +181,7 @@ def standin_imp(store, widths, levels, epochs, n_train=1000, n_test=200, replica
 # %% ../../nbs/33b_bench_conv.ipynb #64f7a3e7
 def precision_table(store):
     "Mean and spread over replicates of each level's test error and ECE, per precision and width, from `store`."
-    store, groups = store if isinstance(store, RunStore) else RunStore(store), {}
+    store, groups = RunStore.of(store), {}
     for name, d in store.runs():
         cfg = IMPConfig.from_dict(d)
         for level in store.levels(store.root / name):

@@ -255,7 +255,7 @@ def run_imp(configs, levels, store=None, engine='bank', device=None, keep_weight
     "Bring every configuration's IMP trajectory to level `levels` in the run store; returns the run folders."
     asked = len(configs := list(configs))
     configs, targets = requests(configs, levels, engine, min_params)
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = RunStore.of(store)
     if (done := _finished(store, configs, targets, min_params)) is not None:  # no lock, no write
         return _trained_nothing(progress, store, done)[:asked]
     for problem in dict.fromkeys(file_problem(c.dataset, data_root) for c in configs):  # before any folder is made

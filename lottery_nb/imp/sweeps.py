@@ -98,7 +98,7 @@ def run_sweeps(sweeps, store=None, **kw):
         for c, t in zip(s.configs(), s.targets()): asked[c.key] = (c, max(t, asked.get(c.key, (c, 0))[1]))
     run_imp([c for c, _ in asked.values()], [t for _, t in asked.values()], store,
             min_params=sweeps[0].min_params if sweeps else None, **kw)
-    store = store if isinstance(store, RunStore) else RunStore(store)
+    store = RunStore.of(store)
     return [[store.open(c) for c in s.configs()] for s in sweeps]
 
 # %% ../../nbs/16_imp_sweeps.ipynb #b3ef3020

@@ -123,6 +123,11 @@ class RunStore:
 
     def __repr__(self): return f"RunStore({str(self.root)!r})"
 
+    @classmethod
+    def of(cls, store):
+        "`store` when it is a `RunStore` already, else the store at the path `store` (None: the default store)."
+        return store if isinstance(store, cls) else cls(store)
+
     def find(self, config, label=None):
         "The run folder of `config` if it is stored (has `config.json`), else `None`; never creates anything."
         config, label = _keyed(config, label)
